@@ -1,0 +1,1 @@
+//! Scenario benchmarks: latency, memory, accuracy and energy.

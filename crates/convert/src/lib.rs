@@ -1,0 +1,1 @@
+//! Converter pipeline: Hugging Face checkpoints and GGUFs in, tiered GGUF bundles out.

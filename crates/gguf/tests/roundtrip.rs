@@ -1,0 +1,136 @@
+use slmpack_gguf::{GgmlType, GgufError, GgufFile, GgufWriter, Value, ValueType};
+use std::io::Write;
+
+fn sample(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", "llama");
+    w.set("llama.block_count", 2u32);
+    w.set("llama.rope.freq_base", 10000.0f32);
+    w.set("tokenizer.ggml.tokens", Value::strings(["<s>", "a", "b"]));
+    w.set(
+        "tokenizer.ggml.token_type",
+        Value::array(
+            ValueType::I32,
+            vec![Value::I32(3), Value::I32(1), Value::I32(1)],
+        ),
+    );
+    w.add_tensor("a", vec![32, 3], GgmlType::Q8_0).unwrap();
+    w.add_tensor("b", vec![5], GgmlType::F32).unwrap();
+    let p = dir.join("x.gguf");
+    w.write(&p, |i, t, out: &mut dyn Write| {
+        out.write_all(&vec![i as u8 + 1; t.n_bytes() as usize])
+    })
+    .unwrap();
+    p
+}
+
+#[test]
+fn write_then_read() {
+    let d = tempfile::tempdir().unwrap();
+    let p = sample(d.path());
+    let f = GgufFile::open(&p).unwrap();
+    assert_eq!(f.version, 3);
+    assert_eq!(f.architecture(), Some("llama"));
+    assert_eq!(f.get_u64("llama.block_count"), Some(2));
+    assert_eq!(f.get_u64("general.alignment"), Some(32));
+    let (t, data) = f.tensor_bytes("a").unwrap();
+    assert_eq!(t.dims, vec![32, 3]);
+    assert_eq!(data.len(), 34 * 3);
+    assert!(data.iter().all(|&b| b == 1));
+    let (t, data) = f.tensor_bytes("b").unwrap();
+    assert_eq!(t.offset % 32, 0);
+    assert_eq!(data, &[2u8; 20][..]);
+    // no temp file left behind
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn gguf_rs_reads_what_we_write() {
+    let d = tempfile::tempdir().unwrap();
+    let p = sample(d.path());
+    let mut container = gguf_rs::get_gguf_container(p.to_str().unwrap()).unwrap();
+    let model = container.decode().unwrap();
+    assert_eq!(model.get_version(), "v3");
+    assert_eq!(model.num_tensor(), 2);
+    assert_eq!(model.model_family(), "llama");
+}
+
+#[test]
+fn every_truncation_is_an_error_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let p = sample(d.path());
+    let bytes = std::fs::read(&p).unwrap();
+    let f = GgufFile::open(&p).unwrap();
+    let end = f.data_offset + f.tensor("b").unwrap().offset + 20;
+    drop(f);
+    // only the trailing alignment padding may be cut
+    for cut in 0..end as usize {
+        let q = d.path().join("cut.gguf");
+        std::fs::write(&q, &bytes[..cut]).unwrap();
+        let r = GgufFile::open(&q);
+        assert!(
+            r.is_err(),
+            "a file cut at {cut} of {} was accepted",
+            bytes.len()
+        );
+    }
+}
+
+#[test]
+fn hostile_counts_are_capped_before_allocating() {
+    let d = tempfile::tempdir().unwrap();
+    let q = d.path().join("h.gguf");
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    b.extend(1u64.to_le_bytes());
+    // key "k", array of u64::MAX strings
+    b.extend(1u64.to_le_bytes());
+    b.extend(b"k");
+    b.extend(9u32.to_le_bytes());
+    b.extend(8u32.to_le_bytes());
+    b.extend(u64::MAX.to_le_bytes());
+    std::fs::write(&q, &b).unwrap();
+    let e = GgufFile::open(&q).unwrap_err();
+    assert!(matches!(e, GgufError::Malformed { .. }), "{e}");
+
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(u64::MAX.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    std::fs::write(&q, &b).unwrap();
+    assert!(GgufFile::open(&q).is_err());
+
+    std::fs::write(&q, b"GGML\x03\0\0\0").unwrap();
+    let e = GgufFile::open(&q).unwrap_err();
+    assert!(matches!(e, GgufError::BadMagic { .. }));
+    assert!(e.to_string().contains("hint:"));
+}
+
+#[test]
+fn overlapping_tensors_are_rejected() {
+    let d = tempfile::tempdir().unwrap();
+    let p = sample(d.path());
+    let mut bytes = std::fs::read(&p).unwrap();
+    // the second tensor's offset is the last 8 bytes of the header before padding; find it
+    let f = GgufFile::open(&p).unwrap();
+    let off_b = f.tensor("b").unwrap().offset;
+    let needle = off_b.to_le_bytes();
+    let pos = bytes.windows(8).rposition(|w| w == needle && true).unwrap();
+    bytes[pos..pos + 8].copy_from_slice(&32u64.to_le_bytes());
+    let q = d.path().join("o.gguf");
+    std::fs::write(&q, &bytes).unwrap();
+    let e = GgufFile::open(&q).unwrap_err().to_string();
+    assert!(e.contains("overlaps"), "{e}");
+}
+
+#[test]
+fn failed_producer_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let mut w = GgufWriter::new();
+    w.add_tensor("a", vec![4], GgmlType::F32).unwrap();
+    let p = d.path().join("y.gguf");
+    let r = w.write(&p, |_, _, out: &mut dyn Write| out.write_all(&[0u8; 3]));
+    assert!(matches!(r, Err(GgufError::DataSize { .. })));
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+}

@@ -1,0 +1,1 @@
+//! Inference: quantized matmul kernels and the Llama runtime.

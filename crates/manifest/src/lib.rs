@@ -1,0 +1,1 @@
+//! Release manifests: signing, verification and device-side tier selection.

@@ -1,0 +1,1 @@
+//! Block formats and quantizers, byte for byte as ggml defines them.
