@@ -29,7 +29,9 @@ impl std::error::Error for Coded {
     }
 }
 
+#[allow(dead_code)]
 pub const VERIFY_FAILED: u8 = 3;
+#[allow(dead_code)]
 pub const UNMET: u8 = 4;
 
 /// Attach an exit code to an error.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{GgufError, Result};
 use crate::reader::align_up;
 use crate::types::GgmlType;
-use crate::value::{Value, ValueType};
+use crate::value::Value;
 use crate::{GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC};
 
 /// A tensor to be written.

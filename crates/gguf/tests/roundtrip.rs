@@ -116,7 +116,7 @@ fn overlapping_tensors_are_rejected() {
     let f = GgufFile::open(&p).unwrap();
     let off_b = f.tensor("b").unwrap().offset;
     let needle = off_b.to_le_bytes();
-    let pos = bytes.windows(8).rposition(|w| w == needle && true).unwrap();
+    let pos = bytes.windows(8).rposition(|w| w == needle).unwrap();
     bytes[pos..pos + 8].copy_from_slice(&32u64.to_le_bytes());
     let q = d.path().join("o.gguf");
     std::fs::write(&q, &bytes).unwrap();
