@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup-python.sh
+export SLMPACK_SMOLLM2="$(bash tests/fetch-model.sh)"
 export SLMPACK_PYTHON="${SLMPACK_VENV:-$PWD/.venv}/bin/python"
 cargo build --workspace --bins
 export SLMPACK_BIN="$PWD/target/debug/slmpack"
