@@ -24,8 +24,10 @@ impl std::fmt::Display for Coded {
 }
 
 impl std::error::Error for Coded {
+    // The wrapped error is the next link of the chain; `report` skips the `Coded` link itself,
+    // so returning `self.error.source()` here would drop the wrapped error's own message.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.error.source()
+        Some(self.error.as_ref())
     }
 }
 

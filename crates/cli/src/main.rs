@@ -21,11 +21,29 @@ struct Cli {
 enum Command {
     /// Show metadata, tensors, types and bits per weight of a GGUF, safetensors file or checkpoint.
     Inspect(cmd::inspect::Args),
+    /// Generate an Ed25519 release key pair (`.key` secret, `.pub` public).
+    Keygen(cmd::keygen::Args),
+    /// Hash a release folder and write a signed `manifest.json` + `manifest.sig`.
+    Sign(cmd::sign::Args),
+    /// Verify a signed release folder (device side; exit 3 on any failure).
+    Verify(cmd::verify::Args),
+    /// Verify a release and print the best tier this device can run (exit 4 if none).
+    Select(cmd::select::Args),
+    /// Print this device's detected capabilities as YAML.
+    Device(cmd::device::Args),
+    /// Write a key-rotation statement signed by the old and the new key.
+    Rotate(cmd::rotate::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Keygen(a) => cmd::keygen::run(a),
+        Command::Sign(a) => cmd::sign::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
+        Command::Select(a) => cmd::select::run(a),
+        Command::Device(a) => cmd::device::run(a),
+        Command::Rotate(a) => cmd::rotate::run(a),
     }
 }
 

@@ -136,3 +136,31 @@ pub enum VerifyError {
         source: std::io::Error,
     },
 }
+
+impl VerifyError {
+    /// A stable, machine-readable name of the failed check (for `--json` output).
+    pub fn check(&self) -> &'static str {
+        match self {
+            VerifyError::MissingMetadata { .. } => "missing_metadata",
+            VerifyError::Oversized { .. } => "oversized",
+            VerifyError::NotRegular { .. } => "not_regular",
+            VerifyError::MalformedSignatures { .. } => "malformed_signatures",
+            VerifyError::UnknownKey { .. } => "unknown_key",
+            VerifyError::BadSignature { .. } => "bad_signature",
+            VerifyError::BelowThreshold { .. } => "below_threshold",
+            VerifyError::BadRotation { .. } => "bad_rotation",
+            VerifyError::MalformedManifest { .. } => "malformed_manifest",
+            VerifyError::UnsafePath { .. } => "unsafe_path",
+            VerifyError::WrongModel { .. } => "wrong_model",
+            VerifyError::Expired { .. } => "expired",
+            VerifyError::Rollback { .. } => "rollback",
+            VerifyError::Symlink { .. } => "symlink",
+            VerifyError::ExtraFile { .. } => "extra_file",
+            VerifyError::MissingFile { .. } => "missing_file",
+            VerifyError::SizeMismatch { .. } => "size_mismatch",
+            VerifyError::HashMismatch { .. } => "hash_mismatch",
+            VerifyError::MalformedState { .. } => "malformed_state",
+            VerifyError::Io { .. } => "io",
+        }
+    }
+}

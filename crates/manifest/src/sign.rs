@@ -47,6 +47,17 @@ pub struct Signed {
     pub signatures: usize,
 }
 
+/// Parse a lifetime such as `180d`, `12h` or `1y 2M` (humantime syntax).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| {
+        format!("`{s}` is not a duration ({e}); examples: `180d`, `12h`, `90d 12h`")
+    })?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("`{s}` is shorter than one second"));
+    }
+    Ok(d)
+}
+
 /// The default release counter for a semantic version.
 pub fn counter_from_version(version: &str) -> Result<u64, String> {
     let v = semver::Version::parse(version)

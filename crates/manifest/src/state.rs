@@ -122,7 +122,7 @@ impl DeviceState {
         }
         let revoked: Vec<String> = v.revoked.iter().map(|k| k.to_string()).collect();
         self.trusted_keys.retain(|l| {
-            PublicKey::parse_line(l).map_or(false, |k| !revoked.contains(&k.keyid().to_string()))
+            PublicKey::parse_line(l).is_ok_and(|k| !revoked.contains(&k.keyid().to_string()))
         });
         for k in revoked {
             if !self.revoked_keyids.contains(&k) {

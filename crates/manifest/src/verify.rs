@@ -121,8 +121,8 @@ fn resolve_trust(
                 trusted.remove(&old);
                 revoked.insert(old);
                 newly_revoked.push(old);
-                if !trusted.contains_key(&new) {
-                    trusted.insert(new, r.new.clone());
+                if let std::collections::btree_map::Entry::Vacant(e) = trusted.entry(new) {
+                    e.insert(r.new.clone());
                     rotated_in.push(r.new.clone());
                 }
                 changed = true;

@@ -1,1 +1,7 @@
+pub mod device;
 pub mod inspect;
+pub mod keygen;
+pub mod rotate;
+pub mod select;
+pub mod sign;
+pub mod verify;
