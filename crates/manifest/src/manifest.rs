@@ -287,7 +287,15 @@ impl Manifest {
         // A folder and a file with the same name cannot both exist; refuse `a` next to `a/b`.
         for p in &paths {
             let prefix = format!("{p}/");
-            if paths.iter().any(|q| q.starts_with(&prefix)) {
+            // Paths under `p/` sort right after `prefix`; one range lookup finds them.
+            if paths
+                .range::<str, _>((
+                    std::ops::Bound::Included(prefix.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next()
+                .is_some_and(|q| q.starts_with(&prefix))
+            {
                 return Err(other(format!(
                     "`{p}` is listed both as a file and as a folder"
                 )));
@@ -324,5 +332,25 @@ mod tests {
         ] {
             assert!(check_rel_path(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn file_and_folder_with_one_name_is_refused() {
+        let b = tempfile::tempdir().unwrap();
+        let dir = b.path().join("r");
+        crate::fuzzing::write_release(&dir, "1.0.0", 1, crate::fuzzing::TIERS);
+        crate::fuzzing::sign_fixed(&dir, &crate::fuzzing::test_key(1));
+        let mut m = Manifest::parse(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        let mut extra = m.files[0].clone();
+        extra.path = "build.json-x".into();
+        m.files.push(extra.clone());
+        assert!(m.validate().is_ok());
+        extra.path = "build.json/inner".into();
+        m.files.push(extra);
+        assert!(m
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("both as a file and as a folder"));
     }
 }
