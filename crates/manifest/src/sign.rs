@@ -47,6 +47,9 @@ pub struct Signed {
     pub signatures: usize,
 }
 
+/// The longest manifest lifetime `sign` accepts.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(20 * 366 * 86400);
+
 /// Parse a lifetime such as `180d`, `12h` or `1y 2M` (humantime syntax).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| {
@@ -54,6 +57,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })?;
     if d < Duration::from_secs(1) {
         return Err(format!("`{s}` is shorter than one second"));
+    }
+    if d > MAX_LIFETIME {
+        return Err(format!(
+            "`{s}` is longer than 20 years\n  hint: a manifest's expiry bounds how long a frozen (withheld) update goes unnoticed; re-sign releases instead"
+        ));
     }
     Ok(d)
 }
@@ -153,6 +161,13 @@ pub fn sign_release(dir: &Path, key: &SecretKey, opts: &SignOptions<'_>) -> Resu
         })?,
     };
     let manifest_path = dir.join(MANIFEST_FILE);
+    let expires = Some(opts.expires_in)
+        .filter(|d| *d <= MAX_LIFETIME)
+        .and_then(|d| opts.now.checked_add(d))
+        .ok_or_else(|| Error::Invalid {
+            path: manifest_path.clone(),
+            reason: "the lifetime is longer than 20 years or out of range".into(),
+        })?;
     let manifest = Manifest {
         schema: SCHEMA,
         kind: MANIFEST_TYPE.into(),
@@ -160,7 +175,7 @@ pub fn sign_release(dir: &Path, key: &SecretKey, opts: &SignOptions<'_>) -> Resu
         version: build.version.clone(),
         counter,
         created: format_time(opts.now),
-        expires: format_time(opts.now + opts.expires_in),
+        expires: format_time(expires),
         tiers: build
             .tiers
             .iter()
@@ -287,5 +302,17 @@ mod tests {
             counter_from_version("1.0.0+abc").unwrap(),
             1_000_000_000_000
         );
+    }
+
+    #[test]
+    fn lifetimes() {
+        assert_eq!(
+            parse_duration("180d").unwrap(),
+            Duration::from_secs(180 * 86400)
+        );
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("1000000y").is_err());
+        assert!(parse_duration("21y").is_err());
     }
 }
