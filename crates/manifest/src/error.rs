@@ -109,6 +109,8 @@ pub enum VerifyError {
         counter: u64,
         recorded: u64,
     },
+    #[error("`{path}`: {reason}; refused")]
+    TooMany { path: PathBuf, reason: String },
     #[error("`{path}` is a symlink; releases must hold regular files only")]
     Symlink { path: PathBuf },
     #[error("`{path}` is not listed in the signed manifest (extra file)")]
@@ -154,6 +156,7 @@ impl VerifyError {
             VerifyError::WrongModel { .. } => "wrong_model",
             VerifyError::Expired { .. } => "expired",
             VerifyError::Rollback { .. } => "rollback",
+            VerifyError::TooMany { .. } => "too_many",
             VerifyError::Symlink { .. } => "symlink",
             VerifyError::ExtraFile { .. } => "extra_file",
             VerifyError::MissingFile { .. } => "missing_file",

@@ -116,8 +116,9 @@ fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<Found>) -> Result<(
         move |source| VerifyError::Io { path, source }
     };
     if depth > MAX_DEPTH {
-        return Err(VerifyError::NotRegular {
+        return Err(VerifyError::TooMany {
             path: dir.to_path_buf(),
+            reason: format!("folders nested deeper than {MAX_DEPTH} levels"),
         });
     }
     for entry in fs::read_dir(dir).map_err(io(dir))? {
@@ -139,7 +140,10 @@ fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<Found>) -> Result<(
         let size = entry.metadata().map_err(io(&path))?.len();
         out.push(Found { rel, size });
         if out.len() > MAX_FILES {
-            return Err(VerifyError::ExtraFile { path });
+            return Err(VerifyError::TooMany {
+                path: root.to_path_buf(),
+                reason: format!("more than {MAX_FILES} files"),
+            });
         }
     }
     Ok(())

@@ -703,3 +703,15 @@ fn fuzz_entry_points_accept_the_valid_bundle() {
     manifest_parse(&template_manifest());
     assert!(Manifest::parse(&template_manifest()).is_ok());
 }
+
+#[test]
+fn deeply_nested_folders_are_refused() {
+    let b = bundle();
+    let mut p = b.dir.clone();
+    for i in 0..=crate::MAX_DEPTH + 1 {
+        p.push(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&p).unwrap();
+    let e = verify(&b.dir).unwrap_err();
+    assert!(matches!(e, VerifyError::TooMany { .. }), "{e}");
+}
