@@ -1,7 +1,7 @@
 /// Errors from the quantizers: unsupported types and buffers of the wrong size.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantError {
-    #[error("slmpack cannot quantize to `{ty}`\n  hint: slmpack quantizes to f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q8_1, q4_K, q5_K, q6_K, q8_K and iq4_nl")]
+    #[error("slmpack cannot quantize to `{ty}`\n  hint: slmpack quantizes to f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q8_1, q2_K, q3_K, q4_K, q5_K, q6_K, q8_K and iq4_nl")]
     CannotQuantize { ty: &'static str },
 
     #[error("slmpack cannot read `{ty}` data\n  hint: slmpack reads f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q8_1, q2_K, q3_K, q4_K, q5_K, q6_K, q8_K and iq4_nl")]

@@ -1,6 +1,9 @@
 //! The 32-element formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1 (`quantize_row_*_ref` and
 //! `dequantize_row_*` of `ggml-quants.c`).
 
+// Index loops are kept so the code reads line by line against ggml-quants.c.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+
 use crate::blocks::*;
 use crate::fp::{fp16_to_fp32, fp32_to_fp16};
 use slmpack_gguf::GgmlType;

@@ -18,11 +18,13 @@
 pub mod blocks;
 mod error;
 mod fp;
+mod k_quants;
 mod legacy;
 
 use blocks::*;
 pub use error::QuantError;
 pub use fp::{bf16_to_fp32, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16};
+pub use k_quants::get_scale_min_k4;
 use rayon::prelude::*;
 pub use slmpack_gguf::GgmlType;
 
@@ -65,6 +67,34 @@ macro_rules! with_block {
             }
             GgmlType::Q8_1 => {
                 type $B = BlockQ8_1;
+                $body
+            }
+            GgmlType::Q2_K => {
+                type $B = BlockQ2K;
+                $body
+            }
+            GgmlType::Q3_K => {
+                type $B = BlockQ3K;
+                $body
+            }
+            GgmlType::Q4_K => {
+                type $B = BlockQ4K;
+                $body
+            }
+            GgmlType::Q5_K => {
+                type $B = BlockQ5K;
+                $body
+            }
+            GgmlType::Q6_K => {
+                type $B = BlockQ6K;
+                $body
+            }
+            GgmlType::Q8_K => {
+                type $B = BlockQ8K;
+                $body
+            }
+            GgmlType::IQ4_NL => {
+                type $B = BlockIQ4NL;
                 $body
             }
             _ => $none,

@@ -10,6 +10,13 @@ const TYPES: &[GgmlType] = &[
     GgmlType::Q5_1,
     GgmlType::Q8_0,
     GgmlType::Q8_1,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::Q8_K,
+    GgmlType::IQ4_NL,
 ];
 
 fn quant(ty: GgmlType, x: &[f32]) -> Vec<u8> {
@@ -70,7 +77,7 @@ fn zero_block_encodes_the_zero_point() {
 #[test]
 fn constant_block_is_exact() {
     // a constant block is reproduced exactly by every format (d or m carry the value)
-    let x = [0.75f32; 32];
+    let x = [0.75f32; 256];
     for &ty in TYPES {
         let y = dequant(ty, &quant(ty, &x));
         for &v in &y {
@@ -219,4 +226,67 @@ fn nan_and_inf_do_not_panic() {
     assert!(y[300] == f32::INFINITY);
     let y = dequant(GgmlType::BF16, &quant(GgmlType::BF16, &x));
     assert!(y[3].is_nan() && y[40] == f32::INFINITY && y[77] == f32::NEG_INFINITY);
+}
+
+/// ggml's tests/test-quantize-fns.cpp: `generate_data` (0.1 is a double there).
+fn generate_data(offset: f32, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (0.1f64 + (2.0f32 * (i as f32 + offset).cos()) as f64) as f32)
+        .collect()
+}
+
+/// ggml's `array_rmse`: note it is sqrt(sum of squares) / n, not sqrt(mean).
+fn array_rmse(a: &[f32], b: &[f32]) -> f32 {
+    let mut sum = 0f64;
+    for (&x, &y) in a.iter().zip(b) {
+        let d = (x - y) as f64;
+        sum += d * d;
+    }
+    (sum as f32).sqrt() / a.len() as f32
+}
+
+#[test]
+fn total_quantization_error_within_ggml_thresholds() {
+    // thresholds from test-quantize-fns.cpp (MAX_QUANTIZATION_TOTAL_ERROR{,_2BITS,_3BITS})
+    let x = generate_data(0.0, 32 * 128);
+    for &ty in TYPES {
+        if ty == GgmlType::Q8_1 {
+            continue; // ggml has no to_float for q8_1, so its test skips it too
+        }
+        let max = match ty {
+            GgmlType::Q2_K => 0.0075,
+            GgmlType::Q3_K => 0.0040,
+            _ => 0.002,
+        };
+        let y = dequant(ty, &quant(ty, &x));
+        let err = array_rmse(&x, &y);
+        eprintln!("{ty:>6} total quantization error {err:.6} (max {max})");
+        assert!(err < max, "{ty}: {err} >= {max}");
+    }
+    // and the error ordering makes sense: more bits, less error
+    let e = |ty| array_rmse(&x, &dequant(ty, &quant(ty, &x)));
+    assert!(e(GgmlType::Q8_0) < e(GgmlType::Q6_K));
+    assert!(e(GgmlType::Q6_K) < e(GgmlType::Q5_K));
+    assert!(e(GgmlType::Q5_K) < e(GgmlType::Q4_K));
+    assert!(e(GgmlType::Q4_K) < e(GgmlType::Q3_K));
+    assert!(e(GgmlType::Q3_K) < e(GgmlType::Q2_K));
+}
+
+#[test]
+fn block_structs_cast_from_bytes() {
+    let x = generate_data(1.0, 512);
+    let bytes = quant(GgmlType::Q4_K, &x);
+    let blocks: Vec<BlockQ4K> = bytes
+        .chunks_exact(144)
+        .map(bytemuck::pod_read_unaligned)
+        .collect();
+    let mut y = vec![0f32; 512];
+    BlockQ4K::dequantize_row(&blocks, &mut y);
+    assert_eq!(y, dequant(GgmlType::Q4_K, &bytes));
+    assert_eq!(<BlockQ4K as BlockFormat>::TYPE, GgmlType::Q4_K);
+    assert_eq!(BlockQ4K::BLCK, 256);
+    assert_eq!(std::mem::size_of::<BlockQ8K>(), 292);
+    for &ty in TYPES {
+        assert!(can_quantize(ty) && can_dequantize(ty), "{ty}");
+    }
 }
