@@ -21,11 +21,14 @@ struct Cli {
 enum Command {
     /// Show metadata, tensors, types and bits per weight of a GGUF, safetensors file or checkpoint.
     Inspect(cmd::inspect::Args),
+    /// Export a GGUF as a Hugging Face checkpoint (safetensors, config.json, tokenizer.json).
+    Export(cmd::export::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Export(a) => cmd::export::run(a),
     }
 }
 
