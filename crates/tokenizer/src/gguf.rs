@@ -404,3 +404,115 @@ fn chat_template(m: &Meta<'_>) -> Result<Option<Json>, TokenizerError> {
     }
     Ok(Some(Json::Array(list)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slmpack_gguf::ValueType;
+
+    fn meta() -> Vec<(String, Value)> {
+        vec![
+            (keys::MODEL.into(), Value::from("gpt2")),
+            (keys::PRE.into(), Value::from("smollm")),
+            (
+                keys::TOKENS.into(),
+                Value::strings(["<s>", "a", "b", "ab", "<u>", "[PAD5]"]),
+            ),
+            (
+                keys::TOKEN_TYPE.into(),
+                Value::array(ValueType::I32, [3, 1, 1, 1, 4, 5].map(Value::I32).to_vec()),
+            ),
+            (keys::MERGES.into(), Value::strings(["a b"])),
+            (keys::BOS_ID.into(), Value::U32(0)),
+            (keys::ADD_BOS.into(), Value::Bool(true)),
+            (keys::CHAT_TEMPLATE.into(), Value::from("D")),
+            (keys::CHAT_TEMPLATES.into(), Value::strings(["tool_use"])),
+            ("tokenizer.chat_template.tool_use".into(), Value::from("T")),
+        ]
+    }
+
+    fn set(kv: &mut Vec<(String, Value)>, k: &str, v: Value) {
+        kv.retain(|(key, _)| key != k);
+        kv.push((k.into(), v));
+    }
+
+    #[test]
+    fn builds_loadable_files() {
+        let f = hf_tokenizer_from_metadata(&meta()).unwrap();
+        let tj = &f.tokenizer_json;
+        assert_eq!(tj["model"]["vocab"]["ab"], json!(3));
+        assert_eq!(tj["model"]["merges"], json!(["a b"]));
+        assert_eq!(tj["added_tokens"].as_array().unwrap().len(), 2);
+        assert_eq!(tj["added_tokens"][1]["content"], json!("<u>"));
+        assert_eq!(tj["added_tokens"][1]["special"], json!(false));
+        assert_eq!(
+            tj["pre_tokenizer"]["pretokenizers"][0]["type"],
+            json!("Digits")
+        );
+        let pp = &tj["post_processor"]["processors"][1];
+        assert_eq!(pp["single"][0]["SpecialToken"]["id"], json!("<s>"));
+        let tc = &f.tokenizer_config_json;
+        assert_eq!(tc["bos_token"], json!("<s>"));
+        assert_eq!(tc["add_bos_token"], json!(true));
+        assert_eq!(
+            tc["chat_template"],
+            json!([{"name": "default", "template": "D"}, {"name": "tool_use", "template": "T"}])
+        );
+        // the tokenizers crate loads it and adds BOS as the post-processor says
+        let bytes = serde_json::to_vec(tj).unwrap();
+        let tok = tokenizers::Tokenizer::from_bytes(&bytes).unwrap();
+        let enc = tok.encode("ab<u>a", true).unwrap();
+        assert_eq!(enc.get_ids(), &[0, 3, 4, 1]);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_express() {
+        let cases: Vec<(&str, Value, &str)> = vec![
+            (
+                keys::MODEL,
+                Value::from("llama"),
+                "SentencePiece (\"llama\") export is not implemented",
+            ),
+            (
+                keys::PRE,
+                Value::from("falcon"),
+                "`tokenizer.ggml.pre` is \"falcon\"",
+            ),
+            (
+                keys::MERGES,
+                Value::strings(["a c"]),
+                "uses \"c\", which is not in `tokenizer.ggml.tokens`",
+            ),
+            (keys::MERGES, Value::strings(["ab"]), "not \"a b\""),
+            (
+                keys::TOKEN_TYPE,
+                Value::array(ValueType::I32, vec![Value::I32(1)]),
+                "has 1 entries but there are 6 tokens",
+            ),
+            (
+                keys::TOKEN_TYPE,
+                Value::array(ValueType::I32, [3, 1, 1, 1, 9, 5].map(Value::I32).to_vec()),
+                "is 9, not a token type",
+            ),
+            (
+                keys::BOS_ID,
+                Value::U32(6),
+                "is 6, past the last token id 5",
+            ),
+            (keys::TOKENS, Value::U32(1), "is not an array"),
+        ];
+        for (k, v, want) in cases {
+            let mut kv = meta();
+            set(&mut kv, k, v);
+            let e = hf_tokenizer_from_metadata(&kv).unwrap_err().to_string();
+            assert!(e.contains(want), "{k}: {e}");
+        }
+        let mut kv = meta();
+        kv.retain(|(k, _)| k != keys::MODEL);
+        let e = hf_tokenizer_from_metadata(&kv).unwrap_err().to_string();
+        assert!(
+            e.contains("`tokenizer.ggml.model` is missing") && e.contains("hint:"),
+            "{e}"
+        );
+    }
+}
