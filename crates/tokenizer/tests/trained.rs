@@ -366,15 +366,38 @@ fn trained_sentencepiece_style_tokenizer_matches_llama_cpp() {
         .collect();
     let texts_path = d.join("texts.json");
     std::fs::write(&texts_path, serde_json::to_vec(&texts).unwrap()).unwrap();
-    let want: Json =
-        serde_json::from_str(&run_py(ENCODE_HF, &[&d.join("tokenizer.json"), &texts_path])).unwrap();
+    let want: Json = serde_json::from_str(&run_py(
+        ENCODE_HF,
+        &[&d.join("tokenizer.json"), &texts_path],
+    ))
+    .unwrap();
 
     let kv = gguf_metadata_from_hf(d, &HfTokenizerOptions::default()).unwrap();
     assert_eq!(get(&kv, "tokenizer.ggml.model").as_str(), Some("llama"));
-    assert_eq!(get(&kv, "tokenizer.ggml.add_bos_token").as_bool(), Some(true));
+    assert_eq!(
+        get(&kv, "tokenizer.ggml.add_bos_token").as_bool(),
+        Some(true)
+    );
     let n_vocab = strs(get(&kv, "tokenizer.ggml.tokens")).len();
     let gguf = d.join("vocab.gguf");
     write_vocab_gguf(&gguf, &kv, n_vocab);
     let cpp: Json = serde_json::from_str(&run_py(ENCODE_CPP, &[&gguf, &texts_path])).unwrap();
     assert_eq!(cpp, want, "llama.cpp vs tokenizers on {texts:?}");
+
+    // tokenizer.json rebuilt from the metadata (merges from the scores) encodes as the original
+    let files = hf_tokenizer_from_metadata(&kv).unwrap();
+    let back = d.join("back");
+    std::fs::create_dir(&back).unwrap();
+    std::fs::write(
+        back.join("tokenizer.json"),
+        serde_json::to_vec(&files.tokenizer_json).unwrap(),
+    )
+    .unwrap();
+    let got: Json = serde_json::from_str(&run_py(
+        ENCODE_HF,
+        &[&back.join("tokenizer.json"), &texts_path],
+    ))
+    .unwrap();
+    assert_eq!(got, want, "rebuilt SentencePiece-style tokenizer.json");
+    assert_eq!(files.tokenizer_config_json["add_bos_token"], json!(true));
 }
