@@ -28,7 +28,7 @@ fn python() -> PathBuf {
     p
 }
 
-fn run_py(script: &str, args: &[&Path]) -> String {
+fn run_py<A: AsRef<std::ffi::OsStr>>(script: &str, args: &[A]) -> String {
     let out = Command::new(python())
         .arg("-c")
         .arg(script)
@@ -45,6 +45,7 @@ fn run_py(script: &str, args: &[&Path]) -> String {
 
 const TRAIN: &str = r#"
 import sys, json
+import tokenizers
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
 d = sys.argv[1]
 corpus = [
@@ -54,11 +55,22 @@ corpus = [
     "Caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u00fcber \u6211\u60f3\u5728 apple \u5de5\u4f5c",
     "I've been told he's there, you're sure? We'll see, they'd know.",
 ] * 20
-tok = Tokenizer(models.BPE())
-tok.pre_tokenizer = pre_tokenizers.Sequence([
-    pre_tokenizers.Digits(individual_digits=True),
-    pre_tokenizers.ByteLevel(add_prefix_space=False),
-])
+variant = sys.argv[2] if len(sys.argv) > 2 else "smollm"
+LLAMA3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+QWEN2 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+tok = Tokenizer(models.BPE(ignore_merges=(variant == "llama-bpe")))
+if variant == "smollm":
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+elif variant == "gpt-2":
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+else:
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(tokenizers.Regex(LLAMA3 if variant == "llama-bpe" else QWEN2), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
 tok.decoder = decoders.ByteLevel()
 trainer = trainers.BpeTrainer(
     vocab_size=420,
@@ -400,4 +412,55 @@ fn trained_sentencepiece_style_tokenizer_matches_llama_cpp() {
     .unwrap();
     assert_eq!(got, want, "rebuilt SentencePiece-style tokenizer.json");
     assert_eq!(files.tokenizer_config_json["add_bos_token"], json!(true));
+}
+
+/// The other byte-level pre-tokenizers slmpack writes back (llama.cpp's GPT2, LLAMA3 and QWEN2
+/// regexes): trained tokenizers of each are recognised, llama.cpp tokenizes like `tokenizers`
+/// from the converted metadata, and the rebuilt tokenizer.json encodes like the original.
+#[test]
+fn trained_gpt2_llama3_qwen2_pre_tokenizers() {
+    let texts: Vec<&str> = TEXTS
+        .iter()
+        .copied()
+        .chain([
+            "1234567 12 3.14159 x1000000",
+            "HELLO World's THEY'LL 'Ve",
+            "a\n\n\n  b \r\n\r\n c   \t d",
+            "\u{0661}\u{0662}\u{0663} \u{00bd} \u{2167}",
+        ])
+        .collect();
+    for variant in ["gpt-2", "llama-bpe", "qwen2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        run_py(TRAIN, &[d.as_os_str(), variant.as_ref()]);
+        let texts_path = d.join("texts.json");
+        std::fs::write(&texts_path, serde_json::to_vec(&texts).unwrap()).unwrap();
+        let want: Json = serde_json::from_str(&run_py(
+            ENCODE_HF,
+            &[&d.join("tokenizer.json"), &texts_path],
+        ))
+        .unwrap();
+        let kv = gguf_metadata_from_hf(d, &HfTokenizerOptions::default()).unwrap();
+        assert_eq!(get(&kv, "tokenizer.ggml.pre").as_str(), Some(variant));
+        let n_vocab = strs(get(&kv, "tokenizer.ggml.tokens")).len();
+        let gguf = d.join("vocab.gguf");
+        write_vocab_gguf(&gguf, &kv, n_vocab);
+        let cpp: Json = serde_json::from_str(&run_py(ENCODE_CPP, &[&gguf, &texts_path])).unwrap();
+        assert_eq!(cpp, want, "{variant}: llama.cpp vs tokenizers");
+
+        let files = hf_tokenizer_from_metadata(&kv).unwrap();
+        let back = d.join("back");
+        std::fs::create_dir(&back).unwrap();
+        std::fs::write(
+            back.join("tokenizer.json"),
+            serde_json::to_vec(&files.tokenizer_json).unwrap(),
+        )
+        .unwrap();
+        let got: Json = serde_json::from_str(&run_py(
+            ENCODE_HF,
+            &[&back.join("tokenizer.json"), &texts_path],
+        ))
+        .unwrap();
+        assert_eq!(got, want, "{variant}: rebuilt tokenizer.json");
+    }
 }
