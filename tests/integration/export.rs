@@ -73,6 +73,11 @@ struct Fixture {
 
 /// Write a tiny llama GGUF; returns the HF tensors it must export to.
 fn write_gguf(path: &Path, arch: &str, tied: bool, with_tokenizer: bool) -> Fixture {
+    write_gguf_b(path, arch, tied, with_tokenizer, false)
+}
+
+/// As [`write_gguf`], with Q/K/V biases when `bias` (permuted like the weights).
+fn write_gguf_b(path: &Path, arch: &str, tied: bool, with_tokenizer: bool, bias: bool) -> Fixture {
     let mut tokens = byte_tokens();
     tokens.push("he".into());
     tokens.push("<|endoftext|>".into());
@@ -139,7 +144,11 @@ fn write_gguf(path: &Path, arch: &str, tied: bool, with_tokenizer: bool) -> Fixt
             ("ffn_down", "mlp.down_proj", vec![HIDDEN, FF]),
         ] {
             gguf_names.push(format!("blk.{l}.{g}.weight"));
-            specs.push(("", format!("model.layers.{l}.{h}.weight"), shape));
+            specs.push(("", format!("model.layers.{l}.{h}.weight"), shape.clone()));
+            if bias && matches!(g, "attn_q" | "attn_k" | "attn_v") {
+                gguf_names.push(format!("blk.{l}.{g}.bias"));
+                specs.push(("", format!("model.layers.{l}.{h}.bias"), vec![shape[0]]));
+            }
         }
     }
     gguf_names.push("output_norm.weight".into());
@@ -154,10 +163,11 @@ fn write_gguf(path: &Path, arch: &str, tied: bool, with_tokenizer: bool) -> Fixt
     for (i, ((_, hf_name, shape), gname)) in specs.into_iter().zip(&gguf_names).enumerate() {
         let n: usize = shape.iter().product();
         let v = values(i as u64 + 7, n);
+        let cols = shape.get(1).copied().unwrap_or(1);
         let stored = if gname.contains("attn_q") {
-            permute(&v, shape[0], shape[1], HEADS)
+            permute(&v, shape[0], cols, HEADS)
         } else if gname.contains("attn_k") {
-            permute(&v, shape[0], shape[1], KV_HEADS)
+            permute(&v, shape[0], cols, KV_HEADS)
         } else {
             v.clone()
         };
@@ -295,13 +305,43 @@ fn export_tiny_llama_tied() {
         "{:?}",
         files_in(d.path())
     );
+
+    // bf16: each value rounded to nearest-even bf16
+    let out16 = d.path().join("hf-bf16");
+    let o = slmpack_p(&[
+        "export".as_ref(),
+        gguf.as_os_str(),
+        "--out".as_ref(),
+        out16.as_os_str(),
+        "--dtype".as_ref(),
+        "bf16".as_ref(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = load_all(&out16);
+    let mut want = fx.hf.clone();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut changed = 0;
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.0, w.0);
+        let r: Vec<f32> =
+            w.2.iter()
+                .map(|x| half::bf16::from_f32(*x).to_f32())
+                .collect();
+        changed += r.iter().zip(&w.2).filter(|(a, b)| a != b).count();
+        assert!(g.2 == r, "bf16 values of {}", g.0);
+    }
+    assert!(changed > 0, "the fixture must exercise bf16 rounding");
+    assert_eq!(
+        read_json(&out16.join("config.json"))["torch_dtype"],
+        "bfloat16"
+    );
 }
 
 #[test]
 fn export_untied_sharded_f16() {
     let d = tmp();
     let gguf = d.path().join("tiny.gguf");
-    let fx = write_gguf(&gguf, "llama", false, true);
+    let fx = write_gguf_b(&gguf, "llama", false, true, true);
     let out = d.path().join("hf");
     let o = slmpack_p(&[
         "export".as_ref(),
@@ -338,6 +378,8 @@ fn export_untied_sharded_f16() {
     }
     let c = read_json(&out.join("config.json"));
     assert_eq!(c["tie_word_embeddings"], false);
+    assert_eq!(c["attention_bias"], true);
+    assert!(map.contains_key("model.layers.1.self_attn.k_proj.bias"));
     assert_eq!(c["torch_dtype"], "float16");
 }
 

@@ -330,6 +330,15 @@ fn unpermute_rows(src: &[f32], n_rows: usize, row_len: usize, n_head: usize) -> 
     out
 }
 
+/// Row length for the Q/K permutation: a bias (1-D) permutes element by element.
+fn permute_row_len(info: &TensorInfo) -> usize {
+    if info.dims.len() == 1 {
+        1
+    } else {
+        info.row_len() as usize
+    }
+}
+
 /// One tensor to write: converted lazily when the safetensors writer asks for its bytes.
 struct LazyTensor<'a> {
     gguf_name: String,
@@ -356,7 +365,7 @@ impl LazyTensor<'_> {
             }
         })?;
         if let Unpermute::Heads(nh) = self.perm {
-            let row_len = self.info.row_len() as usize;
+            let row_len = permute_row_len(self.info);
             let n_rows = n / row_len.max(1);
             f32s = unpermute_rows(&f32s, n_rows, row_len, nh);
         }
@@ -511,7 +520,7 @@ pub fn export_gguf_to_hf(
             .map(|&d| d as usize)
             .collect();
         if let Unpermute::Heads(nh) = perm {
-            let rows = info.n_rows() as usize;
+            let rows = info.n_elements() as usize / permute_row_len(info).max(1);
             if nh == 0 || !rows.is_multiple_of(nh) || !(rows / nh).is_multiple_of(2) {
                 return Err(tensor_err(
                     &info.name,
