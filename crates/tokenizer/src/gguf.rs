@@ -218,12 +218,11 @@ pub fn hf_tokenizer_from_metadata(
                 .collect::<Result<_, _>>()?
         }
     };
-    // vocabulary: every token at its id (first one wins where two ids share a text)
+    // vocabulary: every token at its id; where two ids share a text the last one wins, as in
+    // llama.cpp's text-to-id map
     let mut vocab = Map::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
-        if !vocab.contains_key(*t) {
-            vocab.insert((*t).to_string(), json!(i));
-        }
+        vocab.insert((*t).to_string(), json!(i));
     }
     let pairs: Vec<(String, String)> = if spm {
         let scores = m.f32s(keys::SCORES, tokens.len())?.ok_or_else(|| {
@@ -493,7 +492,7 @@ fn spm_merges(tokens: &[&str], types: &[TokenType], scores: &[f32]) -> Vec<(Stri
     let mut id_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for (i, t) in tokens.iter().enumerate() {
         if types[i] == TokenType::Normal {
-            id_of.entry(t).or_insert(i);
+            id_of.insert(t, i);
         }
     }
     let mut cand: Vec<(f32, usize, usize, usize)> = Vec::new();
