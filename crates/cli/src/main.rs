@@ -33,6 +33,8 @@ enum Command {
     Device(cmd::device::Args),
     /// Write a key-rotation statement signed by the old and the new key.
     Rotate(cmd::rotate::Args),
+    /// Export a GGUF as a Hugging Face checkpoint (safetensors, config.json, tokenizer.json).
+    Export(cmd::export::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -44,6 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Select(a) => cmd::select::run(a),
         Command::Device(a) => cmd::device::run(a),
         Command::Rotate(a) => cmd::rotate::run(a),
+        Command::Export(a) => cmd::export::run(a),
     }
 }
 

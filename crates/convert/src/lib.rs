@@ -1,1 +1,3 @@
 //! Converter pipeline: Hugging Face checkpoints and GGUFs in, tiered GGUF bundles out.
+
+pub mod export;

@@ -1,4 +1,5 @@
 pub mod device;
+pub mod export;
 pub mod inspect;
 pub mod keygen;
 pub mod rotate;
