@@ -136,24 +136,44 @@ fn datasets() -> Vec<(&'static str, Vec<f32>)> {
     sets
 }
 
-/// Inputs crafted so that many products land exactly on .5 before rounding: in every block the
-/// absolute maximum fixes the scale to a power of two and the other values are k + 0.5 steps.
+/// Inputs crafted so that many values land exactly on a rounding boundary before rounding.
+/// Blocks cycle through four kinds; `s` is a power of two so every scale below is exact:
+/// * q8_0: amax = 127*s makes d = s, values (k + 0.5)*s give x*id = k + 0.5 (`roundf` ties);
+/// * q4_0: max = -8*s makes d = -s, values (k + 0.5)*s give x*id + 8.5 on integers;
+/// * q5_0: max = -16*s, likewise for x*id + 16.5;
+/// * q4_1: min = -7.5*s, max = 7.5*s make d = s, integer multiples of s give (x-min)*id = j + .5.
+/// Every third value is then replaced by an f16 tie (halfway between two f16 neighbours).
 fn ties() -> Vec<f32> {
     let mut r = Rng(0x7135);
     let mut x = vec![0f32; N];
-    for b in x.chunks_mut(32) {
-        let scale = [1.0f32, 0.5, 0.25, 2.0][(r.u64() % 4) as usize];
-        for v in b.iter_mut() {
-            *v = ((r.u64() % 15) as f32 - 7.0 + 0.5) * scale;
+    for (bi, b) in x.chunks_mut(32).enumerate() {
+        let s = [1.0f32, 0.5, 0.25, 2.0][(r.u64() % 4) as usize];
+        match bi % 4 {
+            0 => {
+                for v in b.iter_mut() {
+                    *v = ((r.u64() % 200) as f32 - 100.0 + 0.5) * s;
+                }
+                b[0] = -127.0 * s;
+            }
+            1 | 2 => {
+                let m = if bi % 4 == 1 { 8.0 } else { 16.0 };
+                for v in b.iter_mut() {
+                    *v = ((r.u64() % (2 * m as u64 - 1)) as f32 - m + 0.5 + 1.0) * s;
+                }
+                b[0] = -m * s;
+            }
+            _ => {
+                for v in b.iter_mut() {
+                    *v = ((r.u64() % 15) as f32 - 7.0) * s;
+                }
+                b[0] = -7.5 * s;
+                b[1] = 7.5 * s;
+            }
         }
-        // q8_0: amax = 127 * scale makes d = scale exactly; q4_0 / q5_0: max = -8 / -16 * scale
-        b[0] = -16.0 * scale;
-        b[1] = 127.0 * scale / 8.0;
     }
-    // f16/bf16 ties: values exactly halfway between representable neighbours
-    for (i, v) in x.iter_mut().enumerate().step_by(3) {
-        let base = 1.0f32 + (i % 1024) as f32 / 1024.0; // 1 + k*2^-10: f16 grid
-        *v = base + f32::powi(2.0, -11); // halfway to the next f16
+    for (i, v) in x.iter_mut().enumerate().skip(2).step_by(3) {
+        let base = 1.0f32 + (i % 1024) as f32 / 1024.0; // 1 + k*2^-10: on the f16 grid
+        *v = base + f32::powi(2.0, -11); // halfway to the next f16 value
     }
     x
 }
