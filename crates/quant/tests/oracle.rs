@@ -142,6 +142,7 @@ fn datasets() -> Vec<(&'static str, Vec<f32>)> {
 /// * q4_0: max = -8*s makes d = -s, values (k + 0.5)*s give x*id + 8.5 on integers;
 /// * q5_0: max = -16*s, likewise for x*id + 16.5;
 /// * q4_1: min = -7.5*s, max = 7.5*s make d = s, integer multiples of s give (x-min)*id = j + .5.
+///
 /// Every third value is then replaced by an f16 tie (halfway between two f16 neighbours).
 fn ties() -> Vec<f32> {
     let mut r = Rng(0x7135);
