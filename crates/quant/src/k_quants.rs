@@ -1059,10 +1059,18 @@ impl BlockFormat for BlockQ3K {
     }
 }
 
-/// `best_index_int8` over the 16 sorted IQ4_NL levels: the level `x` rounds to, ties going up
-/// (branch-free binary search on doubled midpoints, as current ggml does it).
+/// `best_index_int8` over the 16 sorted IQ4_NL levels: the level `x` rounds to, ties going up.
+///
+/// ggml has two versions: the classic binary search (`x - val[mu-1] < val[mu] - x`, in the
+/// llama.cpp that llama-cpp-python 0.3.36 ships) and a newer branch-free search on doubled
+/// midpoints. For finite `x` they agree exactly (both differences are exact in f32 for these
+/// small integer levels, so both compare 2x with val[j-1] + val[j]); they differ only for NaN,
+/// where the classic one returns 15 and the new one 0. We follow the classic one.
 #[inline(always)]
 fn best_index_iq4nl(x: f32) -> u8 {
+    if x.is_nan() {
+        return 15;
+    }
     let val = &KVALUES_IQ4NL;
     let x2 = x + x;
     let mut idx = 0usize;
@@ -1277,6 +1285,9 @@ mod tests {
         assert_eq!(best_index_iq4nl(-4.5), 8);
         assert_eq!(best_index_iq4nl(-4.51), 7);
         assert_eq!(best_index_iq4nl(0.0), 8);
+        assert_eq!(best_index_iq4nl(f32::NAN), 15);
+        assert_eq!(best_index_iq4nl(f32::INFINITY), 15);
+        assert_eq!(best_index_iq4nl(f32::NEG_INFINITY), 0);
     }
 
     #[test]

@@ -474,3 +474,86 @@ fn dequantize_of_arbitrary_bytes_matches_both_oracles() {
     }
     assert!(failures.is_empty(), "dequantize differs: {failures:?}");
 }
+
+/// NaN, infinities, the largest finite values and subnormals. ggml's C code has undefined
+/// behaviour on some of these (float-to-int casts of NaN / out-of-range values); slmpack
+/// defines them the way x86-64 builds of ggml behave. F16/BF16 conversions are well defined and
+/// must match exactly; for the block formats the mismatch rate against llama.cpp's ggml is
+/// printed and must stay 0 (this documents that even garbage-in matches llama-quantize on x86).
+#[test]
+fn non_finite_inputs_match_llama_cpp_ggml() {
+    let mut r = Rng(0x0bad);
+    let specials = [
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        -f32::MAX,
+        f32::MIN_POSITIVE / 8.0,
+        65520.0,
+        1e-30,
+    ];
+    let x: Vec<f32> = (0..N)
+        .map(|_| {
+            if r.unif() < 0.02 {
+                specials[(r.u64() % specials.len() as u64) as usize]
+            } else {
+                r.normal()
+            }
+        })
+        .collect();
+    let sets = vec![("non-finite sprinkled", x)];
+    let mut failures = Vec::new();
+    for &ty in GGML_CHUNK {
+        let (bad, total) = compare_quantize(ty, "ggml-quantize", &sets);
+        eprintln!("non-finite: {ty:>6} vs ggml {bad}/{total} blocks differ");
+        if bad != 0 {
+            failures.push(format!("{ty}: {bad}/{total}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "non-finite handling differs from ggml: {failures:?}"
+    );
+}
+
+/// The same mix as [`non_finite_inputs_match_llama_cpp_ggml`] plus a NaN with a payload
+/// (0x7f800001). When such a NaN meets the `inf * 0` NaNs of a block whose f16 scales overflowed,
+/// which payload survives `a + b` depends on the operand order the C compiler chose, and ggml
+/// then reads the NaN's mantissa bits in `nearest_int`: those bytes are compiler-dependent
+/// garbage. So this test prints the rate instead of asserting it (3 of 64 Q4_K and Q5_K blocks
+/// differ today, nothing else). F16/BF16 are well defined and must match; nothing may panic.
+#[test]
+fn nan_payloads_documented() {
+    let mut r = Rng(0x0bad);
+    let specials = [
+        f32::NAN,
+        -f32::NAN,
+        f32::from_bits(0x7f80_0001),
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        -f32::MAX,
+        f32::MIN_POSITIVE / 8.0,
+        65520.0,
+        1e-30,
+    ];
+    let x: Vec<f32> = (0..N)
+        .map(|_| {
+            if r.unif() < 0.02 {
+                specials[(r.u64() % specials.len() as u64) as usize]
+            } else {
+                r.normal()
+            }
+        })
+        .collect();
+    let sets = vec![("non-finite + payload NaN", x)];
+    for &ty in GGML_CHUNK {
+        let (bad, total) = compare_quantize(ty, "ggml-quantize", &sets);
+        eprintln!("payload NaN: {ty:>6} vs ggml {bad}/{total} blocks differ");
+        if matches!(ty, GgmlType::F16 | GgmlType::BF16) {
+            assert_eq!(bad, 0, "{ty}");
+        }
+    }
+}
