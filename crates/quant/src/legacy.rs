@@ -87,14 +87,16 @@ fn inv(d: f32) -> f32 {
 /// goes to bit j of the little-endian `qh` word (ggml builds it with `qh |= ... << j`).
 #[inline(always)]
 fn pack_q5(q: &[u8; 32], qs: &mut [u8; 16], qh: &mut [u8; 4]) {
-    let mut h: u32 = 0;
-    for (j, &v) in q.iter().enumerate() {
-        h |= (((v & 0x10) as u32) >> 4) << j;
+    // bit 4 of 8 bytes at a time: isolate it in each byte's bit 0, then one multiply gathers
+    // the 8 bits into the top byte (byte k -> bit k)
+    for (k, out) in qh.iter_mut().enumerate() {
+        let w = u64::from_le_bytes(q[8 * k..8 * k + 8].try_into().expect("8 bytes"));
+        let m = (w >> 4) & 0x0101_0101_0101_0101;
+        *out = (m.wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8;
     }
     for j in 0..16 {
         qs[j] = (q[j] & 0x0f) | ((q[16 + j] & 0x0f) << 4);
     }
-    *qh = h.to_le_bytes();
 }
 
 impl BlockFormat for BlockQ4_0 {
@@ -365,6 +367,30 @@ mod tests {
             x ^= x << 5;
             check(f32::from_bits(x));
             check((x as f32 / u32::MAX as f32 - 0.5) * 300.0);
+        }
+    }
+
+    #[test]
+    fn pack_q5_matches_the_bit_loop() {
+        let mut r: u32 = 7;
+        for _ in 0..100_000 {
+            let mut q = [0u8; 32];
+            for v in q.iter_mut() {
+                r ^= r << 13;
+                r ^= r >> 17;
+                r ^= r << 5;
+                *v = (r >> 3) as u8; // any byte: Q5_1 has no clamp
+            }
+            let (mut qs, mut qh) = ([0u8; 16], [0u8; 4]);
+            pack_q5(&q, &mut qs, &mut qh);
+            let mut h: u32 = 0;
+            for (j, &v) in q.iter().enumerate() {
+                h |= (((v & 0x10) as u32) >> 4) << j;
+            }
+            assert_eq!(qh, h.to_le_bytes(), "{q:?}");
+            for j in 0..16 {
+                assert_eq!(qs[j], (q[j] & 0x0f) | ((q[16 + j] & 0x0f) << 4));
+            }
         }
     }
 
