@@ -52,9 +52,7 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
     let mut msg = String::new();
     let mut last = String::new();
     for (i, cause) in err.chain().enumerate() {
-        if cause.downcast_ref::<Coded>().is_some() {
-            continue;
-        }
+        // a `Coded` displays as the error it wraps; its source continues that error's chain
         let text = cause.to_string();
         if text == last {
             continue;

@@ -21,11 +21,14 @@ struct Cli {
 enum Command {
     /// Show metadata, tensors, types and bits per weight of a GGUF, safetensors file or checkpoint.
     Inspect(cmd::inspect::Args),
+    /// Quantize a checkpoint or GGUF into llama.cpp GGUF files: one per recipe tier, or one --type.
+    Quantize(cmd::quantize::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Quantize(a) => cmd::quantize::run(a),
     }
 }
 

@@ -215,7 +215,10 @@ pub fn write(input: &Input, plan: &Plan, out: &Path, progress: &dyn Progress) ->
     });
     progress.finish();
     match res {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            readable(out);
+            Ok(())
+        }
         Err(slmpack_gguf::GgufError::Producer { source, .. }) => match source.downcast::<ConvertError>() {
             Ok(e) => match *e {
                 ConvertError::Write { path, source } if path.as_os_str().is_empty() => {
@@ -273,4 +276,15 @@ fn write_tensor(
         r += n;
     }
     Ok(())
+}
+
+/// Temp files are created 0600; a published model should be readable like any other file.
+pub(crate) fn readable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }

@@ -403,6 +403,7 @@ impl BuildJson {
         std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(werr)?;
         tmp.as_file().sync_all().map_err(werr)?;
         tmp.persist(path).map_err(|e| werr(e.error))?;
+        crate::pipeline::readable(path);
         Ok(())
     }
 
