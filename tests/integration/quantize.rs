@@ -13,7 +13,7 @@ const HEADS: u64 = 4;
 const KV_HEADS: u64 = 2;
 const FF: u64 = 128;
 const LAYERS: u64 = 2;
-const VOCAB: u64 = 259;
+const VOCAB: u64 = 261;
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn values(seed: u64, n: usize) -> Vec<f32> {
@@ -119,8 +119,8 @@ fn config(tied: bool) -> serde_json::Value {
         "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0,
         "tie_word_embeddings": tied,
-        "bos_token_id": 256,
-        "eos_token_id": 257,
+        "bos_token_id": 258,
+        "eos_token_id": 260,
         "torch_dtype": "float16"
     })
 }
@@ -147,22 +147,24 @@ fn byte_chars() -> Vec<char> {
     out
 }
 
-/// A byte-level BPE tokenizer.json: 256 byte tokens and 3 special tokens, no merges.
+/// A byte-level BPE tokenizer.json: 256 byte tokens, 2 merges, 3 special tokens.
 fn tokenizer_json() -> serde_json::Value {
     let mut vocab = serde_json::Map::new();
     for (i, c) in byte_chars().iter().enumerate() {
         vocab.insert(c.to_string(), i.into());
     }
+    vocab.insert("\u{120}t".to_string(), 256.into());
+    vocab.insert("he".to_string(), 257.into());
     let specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
     for (i, s) in specials.iter().enumerate() {
-        vocab.insert(s.to_string(), (256 + i).into());
+        vocab.insert(s.to_string(), (258 + i).into());
     }
     serde_json::json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
         "added_tokens": specials.iter().enumerate().map(|(i, s)| serde_json::json!({
-            "id": 256 + i, "content": s, "single_word": false, "lstrip": false, "rstrip": false,
+            "id": 258 + i, "content": s, "single_word": false, "lstrip": false, "rstrip": false,
             "normalized": false, "special": true})).collect::<Vec<_>>(),
         "normalizer": null,
         "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
@@ -170,7 +172,7 @@ fn tokenizer_json() -> serde_json::Value {
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
         "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
                   "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                  "ignore_merges": false, "vocab": vocab, "merges": []}
+                  "ignore_merges": false, "vocab": vocab, "merges": ["\u{120} t", "h e"]}
     })
 }
 
