@@ -17,7 +17,9 @@ const VOCAB: u64 = 261;
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             s = s
@@ -44,14 +46,27 @@ struct StTensor {
 /// The HF tensors of a tiny llama (F16, norms F32), outermost dim first.
 fn hf_tensors(tied: bool) -> Vec<StTensor> {
     let hd = HIDDEN / HEADS;
-    let mut specs: Vec<(String, Vec<u64>)> = vec![("model.embed_tokens.weight".into(), vec![VOCAB, HIDDEN])];
+    let mut specs: Vec<(String, Vec<u64>)> =
+        vec![("model.embed_tokens.weight".into(), vec![VOCAB, HIDDEN])];
     for l in 0..LAYERS {
         let p = format!("model.layers.{l}.");
         specs.push((format!("{p}input_layernorm.weight"), vec![HIDDEN]));
-        specs.push((format!("{p}self_attn.q_proj.weight"), vec![HEADS * hd, HIDDEN]));
-        specs.push((format!("{p}self_attn.k_proj.weight"), vec![KV_HEADS * hd, HIDDEN]));
-        specs.push((format!("{p}self_attn.v_proj.weight"), vec![KV_HEADS * hd, HIDDEN]));
-        specs.push((format!("{p}self_attn.o_proj.weight"), vec![HIDDEN, HEADS * hd]));
+        specs.push((
+            format!("{p}self_attn.q_proj.weight"),
+            vec![HEADS * hd, HIDDEN],
+        ));
+        specs.push((
+            format!("{p}self_attn.k_proj.weight"),
+            vec![KV_HEADS * hd, HIDDEN],
+        ));
+        specs.push((
+            format!("{p}self_attn.v_proj.weight"),
+            vec![KV_HEADS * hd, HIDDEN],
+        ));
+        specs.push((
+            format!("{p}self_attn.o_proj.weight"),
+            vec![HIDDEN, HEADS * hd],
+        ));
         specs.push((format!("{p}post_attention_layernorm.weight"), vec![HIDDEN]));
         specs.push((format!("{p}mlp.gate_proj.weight"), vec![FF, HIDDEN]));
         specs.push((format!("{p}mlp.up_proj.weight"), vec![FF, HIDDEN]));
@@ -68,7 +83,12 @@ fn hf_tensors(tied: bool) -> Vec<StTensor> {
             let n = shape.iter().product::<u64>() as usize;
             let v = values(i as u64 + 1, n);
             let (dtype, data) = if shape.len() == 1 {
-                ("F32", v.iter().flat_map(|x| (1.0 + x * 0.1).to_le_bytes()).collect())
+                (
+                    "F32",
+                    v.iter()
+                        .flat_map(|x| (1.0 + x * 0.1).to_le_bytes())
+                        .collect(),
+                )
             } else {
                 ("F16", f16_bytes(&v))
             };
@@ -94,7 +114,7 @@ fn safetensors_bytes(ts: &[StTensor]) -> Vec<u8> {
         off += t.data.len();
     }
     let mut h = serde_json::to_string(&header).unwrap();
-    while (h.len() + 8) % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
@@ -181,7 +201,11 @@ fn checkpoint(root: &Path, tied: bool) -> PathBuf {
     let dir = root.join("tiny-llama");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("config.json"), config(tied).to_string()).unwrap();
-    std::fs::write(dir.join("model.safetensors"), safetensors_bytes(&hf_tensors(tied))).unwrap();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        safetensors_bytes(&hf_tensors(tied)),
+    )
+    .unwrap();
     std::fs::write(dir.join("tokenizer.json"), tokenizer_json().to_string()).unwrap();
     std::fs::write(
         dir.join("tokenizer_config.json"),
@@ -219,7 +243,11 @@ fn gguf_input(root: &Path, hidden: u64) -> PathBuf {
             ("ffn_up", vec![hidden, 512]),
             ("ffn_down", vec![512, hidden]),
         ] {
-            let ty = if d.len() == 1 { GgmlType::F32 } else { GgmlType::F16 };
+            let ty = if d.len() == 1 {
+                GgmlType::F32
+            } else {
+                GgmlType::F16
+            };
             specs.push((format!("blk.{l}.{n}.weight"), d, ty));
         }
     }
@@ -242,14 +270,22 @@ fn gguf_input(root: &Path, hidden: u64) -> PathBuf {
 }
 
 fn assert_fails(o: &std::process::Output, want: &str) {
-    assert!(!o.status.success(), "expected failure, got success\n{}", stderr(o));
+    assert!(
+        !o.status.success(),
+        "expected failure, got success\n{}",
+        stderr(o)
+    );
     let e = stderr(o);
     assert!(e.contains(want), "expected {want:?} in stderr:\n{e}");
-    assert!(e.starts_with("error: "), "stderr should start with `error: `:\n{e}");
+    assert!(
+        e.starts_with("error: "),
+        "stderr should start with `error: `:\n{e}"
+    );
 }
 
 fn run_q(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args: Vec<std::ffi::OsString> = vec!["quantize".into(), input.into(), "-o".into(), out.into()];
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["quantize".into(), input.into(), "-o".into(), out.into()];
     args.extend(extra.iter().map(|s| s.into()));
     slmpack_p(&args)
 }
@@ -263,7 +299,11 @@ fn bad_safetensors(bytes: Vec<u8>, want: &str) {
     std::fs::create_dir(&out).unwrap();
     let o = run_q(&ck, &out.join("m.gguf"), &["--type", "q8_0"]);
     assert_fails(&o, want);
-    assert!(files_in(&out).is_empty(), "files written: {:?}", files_in(&out));
+    assert!(
+        files_in(&out).is_empty(),
+        "files written: {:?}",
+        files_in(&out)
+    );
 }
 
 #[test]
@@ -349,7 +389,10 @@ fn unknown_tensor_is_named() {
         shape: vec![2],
         data: vec![0; 8],
     });
-    bad_safetensors(safetensors_bytes(&ts), "`model.layers.0.mlp.experts.weight` is not part of a llama model");
+    bad_safetensors(
+        safetensors_bytes(&ts),
+        "`model.layers.0.mlp.experts.weight` is not part of a llama model",
+    );
 }
 
 fn bad_config(edit: impl Fn(&mut serde_json::Value), want: &str) {
@@ -367,16 +410,37 @@ fn bad_config(edit: impl Fn(&mut serde_json::Value), want: &str) {
 
 #[test]
 fn config_errors() {
-    bad_config(|c| {
-        c.as_object_mut().unwrap().remove("num_hidden_layers");
-    }, "missing key `num_hidden_layers`");
-    bad_config(|c| c["num_attention_heads"] = 6.into(), "`hidden_size` 64 is not divisible by `num_attention_heads` 6");
-    bad_config(|c| c["num_key_value_heads"] = 3.into(), "not divisible by `num_key_value_heads` 3");
-    bad_config(|c| c["hidden_size"] = "big".into(), "`hidden_size` is \"big\"");
-    bad_config(|c| c["architectures"] = serde_json::json!(["MistralForCausalLM"]), "unsupported architecture `MistralForCausalLM`");
-    bad_config(|c| c["rope_scaling"] = serde_json::json!({"type": "yarn", "factor": 4.0}), "`yarn` is not supported");
+    bad_config(
+        |c| {
+            c.as_object_mut().unwrap().remove("num_hidden_layers");
+        },
+        "missing key `num_hidden_layers`",
+    );
+    bad_config(
+        |c| c["num_attention_heads"] = 6.into(),
+        "`hidden_size` 64 is not divisible by `num_attention_heads` 6",
+    );
+    bad_config(
+        |c| c["num_key_value_heads"] = 3.into(),
+        "not divisible by `num_key_value_heads` 3",
+    );
+    bad_config(
+        |c| c["hidden_size"] = "big".into(),
+        "`hidden_size` is \"big\"",
+    );
+    bad_config(
+        |c| c["architectures"] = serde_json::json!(["MistralForCausalLM"]),
+        "unsupported architecture `MistralForCausalLM`",
+    );
+    bad_config(
+        |c| c["rope_scaling"] = serde_json::json!({"type": "yarn", "factor": 4.0}),
+        "`yarn` is not supported",
+    );
     // config says untied but there is no lm_head
-    bad_config(|c| c["tie_word_embeddings"] = false.into(), "no tensor `lm_head.weight`");
+    bad_config(
+        |c| c["tie_word_embeddings"] = false.into(),
+        "no tensor `lm_head.weight`",
+    );
 }
 
 #[test]
@@ -400,10 +464,18 @@ fn unknown_quant_type_and_tier() {
     let o = run_q(&g, &out.join("m.gguf"), &["--type", "q3_x"]);
     assert_fails(&o, "unknown quantization type `q3_x`");
     assert_eq!(o.status.code(), Some(2));
-    let o = run_q(&g, &out.join("m.gguf"), &["--type", "q8_0", "--override", "attn_v=q9_0"]);
+    let o = run_q(
+        &g,
+        &out.join("m.gguf"),
+        &["--type", "q8_0", "--override", "attn_v=q9_0"],
+    );
     assert_fails(&o, "unknown tensor type `q9_0`");
     let r = write_recipe(d.path(), RECIPE);
-    let o = run_q(&g, &out, &["--recipe", r.to_str().unwrap(), "--tier", "ultra"]);
+    let o = run_q(
+        &g,
+        &out,
+        &["--recipe", r.to_str().unwrap(), "--tier", "ultra"],
+    );
     assert_fails(&o, "unknown tier `ultra`");
     assert!(files_in(&out).is_empty());
 }
@@ -467,7 +539,11 @@ fn output_folder_not_writable() {
     let o = run_q(&g, &blocker.join("sub").join("m.gguf"), &["--type", "q8_0"]);
     assert_fails(&o, "is not writable");
     let r = write_recipe(d.path(), RECIPE);
-    let o = run_q(&g, &blocker.join("dist"), &["--recipe", r.to_str().unwrap()]);
+    let o = run_q(
+        &g,
+        &blocker.join("dist"),
+        &["--recipe", r.to_str().unwrap()],
+    );
     assert_fails(&o, "is not writable");
     assert_eq!(std::fs::read(&blocker).unwrap(), b"x");
 }
@@ -484,7 +560,11 @@ fn requantizing_a_4_bit_gguf_needs_the_flag() {
     let o = run_q(&q4, &out.join("m.gguf"), &["--type", "q8_0"]);
     assert_fails(&o, "--allow-requantize");
     assert!(files_in(&out).is_empty());
-    let o = run_q(&q4, &out.join("m.gguf"), &["--type", "q8_0", "--allow-requantize", "-q"]);
+    let o = run_q(
+        &q4,
+        &out.join("m.gguf"),
+        &["--type", "q8_0", "--allow-requantize", "-q"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -497,7 +577,10 @@ fn gguf_input_q4_k_m_types_fallbacks_and_determinism() {
     let o = run_q(&g, &a, &["--type", "Q4_K_M"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains("warning: `blk.1.attn_q.weight`: Q4_K -> Q5_0"), "{e}");
+    assert!(
+        e.contains("warning: `blk.1.attn_q.weight`: Q4_K -> Q5_0"),
+        "{e}"
+    );
     assert!(stdout(&o).contains("a.gguf"));
     let f = GgufFile::open(&a).unwrap();
     assert_eq!(f.get_u64("general.file_type"), Some(15));
@@ -520,7 +603,9 @@ fn gguf_input_q4_k_m_types_fallbacks_and_determinism() {
     let o = run_q(&g, &c, &["--type", "q4_k_m", "-q", "--json"]);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let fb = j["outputs"][0]["fallbacks"].as_array().unwrap();
-    assert!(fb.iter().any(|f| f["tensor"] == "blk.1.attn_q.weight" && f["used"] == "Q5_0"));
+    assert!(fb
+        .iter()
+        .any(|f| f["tensor"] == "blk.1.attn_q.weight" && f["used"] == "Q5_0"));
 }
 
 #[test]
@@ -528,7 +613,18 @@ fn pure_and_overrides() {
     let d = tempfile::tempdir().unwrap();
     let g = gguf_input(d.path(), 256);
     let p = d.path().join("p.gguf");
-    let o = run_q(&g, &p, &["--type", "q4_k_m", "--pure", "-q", "--override", "^blk\\.1\\.ffn_up=q8_0"]);
+    let o = run_q(
+        &g,
+        &p,
+        &[
+            "--type",
+            "q4_k_m",
+            "--pure",
+            "-q",
+            "--override",
+            "^blk\\.1\\.ffn_up=q8_0",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let f = GgufFile::open(&p).unwrap();
     for t in &f.tensors {
@@ -552,17 +648,26 @@ fn recipe_builds_every_tier_and_build_json() {
     let o = run_q(&g, &out, &["--recipe", r.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains("[low] 1/"), "plain progress lines when not a terminal: {e}");
+    assert!(
+        e.contains("[low] 1/"),
+        "plain progress lines when not a terminal: {e}"
+    );
     let s = stdout(&o);
     for h in ["tier", "size", "bpw", "seconds", "low", "medium", "high"] {
         assert!(s.contains(h), "{h} not in {s}");
     }
     assert_eq!(
         files_in(&out),
-        vec!["tiny/0.1.0/build.json", "tiny/0.1.0/high.gguf", "tiny/0.1.0/low.gguf", "tiny/0.1.0/medium.gguf"]
+        vec![
+            "tiny/0.1.0/build.json",
+            "tiny/0.1.0/high.gguf",
+            "tiny/0.1.0/low.gguf",
+            "tiny/0.1.0/medium.gguf"
+        ]
     );
     let dir = out.join("tiny/0.1.0");
-    let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("build.json")).unwrap()).unwrap();
+    let b: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("build.json")).unwrap()).unwrap();
     assert_eq!(b["schema"], 1);
     assert_eq!(b["model"], "tiny");
     assert_eq!(b["version"], "0.1.0");
@@ -572,17 +677,28 @@ fn recipe_builds_every_tier_and_build_json() {
     assert_eq!(tiers[0]["file"], "low.gguf");
     assert_eq!(tiers[0]["mix"], "q4_k_m");
     assert_eq!(tiers[0]["requires"]["min_ram_bytes"], 64 << 20);
-    assert_eq!(tiers[0]["requires"]["cpu_features"], serde_json::json!(["avx2"]));
-    assert_eq!(tiers[0]["size"], std::fs::metadata(dir.join("low.gguf")).unwrap().len());
+    assert_eq!(
+        tiers[0]["requires"]["cpu_features"],
+        serde_json::json!(["avx2"])
+    );
+    assert_eq!(
+        tiers[0]["size"],
+        std::fs::metadata(dir.join("low.gguf")).unwrap().len()
+    );
     let bpw = tiers[2]["bits_per_weight"].as_f64().unwrap();
     assert!(bpw > 16.0 && bpw < 16.1, "F16 plus F32 norms: {bpw}");
     let f = GgufFile::open(dir.join("medium.gguf")).unwrap();
     assert_eq!(f.get_str("general.version"), Some("0.1.0"));
     assert_eq!(f.get_str("general.name"), Some("Tiny Llama"));
     // rebuilding one tier keeps the others in build.json
-    let o = run_q(&g, &out, &["--recipe", r.to_str().unwrap(), "--tier", "medium", "-q"]);
+    let o = run_q(
+        &g,
+        &out,
+        &["--recipe", r.to_str().unwrap(), "--tier", "medium", "-q"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let b2: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("build.json")).unwrap()).unwrap();
+    let b2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("build.json")).unwrap()).unwrap();
     assert_eq!(b2["tiers"].as_array().unwrap().len(), 3);
 }
 
@@ -593,7 +709,11 @@ fn inspect_gguf_text_and_json() {
     let o = slmpack_p(&["inspect".as_ref(), g.as_os_str()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let s = stdout(&o);
-    assert!(s.contains("token_embd.weight") && s.contains("general.architecture") && s.contains("bits per weight"));
+    assert!(
+        s.contains("token_embd.weight")
+            && s.contains("general.architecture")
+            && s.contains("bits per weight")
+    );
     let o = slmpack_p(&["inspect".as_ref(), g.as_os_str(), "--json".as_ref()]);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["format"], "gguf");
@@ -613,7 +733,10 @@ fn inspect_checkpoint_and_safetensors() {
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["format"], "checkpoint");
     assert_eq!(j["metadata"]["hidden_size"], HIDDEN);
-    assert_eq!(j["tensors"].as_array().unwrap().len(), hf_tensors(false).len());
+    assert_eq!(
+        j["tensors"].as_array().unwrap().len(),
+        hf_tensors(false).len()
+    );
     let st = ck.join("model.safetensors");
     let o = slmpack_p(&["inspect".as_ref(), st.as_os_str()]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -636,17 +759,31 @@ fn checkpoint_to_f16_permutes_q_and_k() {
     assert_eq!(f.get_str("general.architecture"), Some("llama"));
     assert_eq!(f.get_u64("llama.block_count"), Some(LAYERS));
     assert_eq!(f.get_u64("llama.attention.head_count_kv"), Some(KV_HEADS));
-    assert_eq!(f.get_u64("llama.rope.dimension_count"), Some(HIDDEN / HEADS));
+    assert_eq!(
+        f.get_u64("llama.rope.dimension_count"),
+        Some(HIDDEN / HEADS)
+    );
     assert_eq!(f.get_u64("general.file_type"), Some(1));
     assert!(f.get("tokenizer.ggml.tokens").is_some());
-    assert!(f.tensor("output.weight").is_none(), "tied embeddings write no output.weight");
+    assert!(
+        f.tensor("output.weight").is_none(),
+        "tied embeddings write no output.weight"
+    );
     let ts = hf_tensors(true);
     let hf = |n: &str| ts.iter().find(|t| t.name == n).unwrap();
     let hd = (HIDDEN / HEADS) as usize;
     let row = HIDDEN as usize * 2;
     for (g, h, nh) in [
-        ("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight", HEADS as usize),
-        ("blk.0.attn_k.weight", "model.layers.0.self_attn.k_proj.weight", KV_HEADS as usize),
+        (
+            "blk.0.attn_q.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+            HEADS as usize,
+        ),
+        (
+            "blk.0.attn_k.weight",
+            "model.layers.0.self_attn.k_proj.weight",
+            KV_HEADS as usize,
+        ),
     ] {
         let (_, got) = f.tensor_bytes(g).unwrap();
         let src = &hf(h).data;
@@ -655,7 +792,11 @@ fn checkpoint_to_f16_permutes_q_and_k() {
                 for k in 0..2 {
                     let out_r = head * hd + j * 2 + k;
                     let in_r = head * hd + k * hd / 2 + j;
-                    assert_eq!(&got[out_r * row..(out_r + 1) * row], &src[in_r * row..(in_r + 1) * row], "{g} row {out_r}");
+                    assert_eq!(
+                        &got[out_r * row..(out_r + 1) * row],
+                        &src[in_r * row..(in_r + 1) * row],
+                        "{g} row {out_r}"
+                    );
                 }
             }
         }

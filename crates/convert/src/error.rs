@@ -63,13 +63,18 @@ pub enum ConvertError {
     #[error(transparent)]
     Gguf(#[from] slmpack_gguf::GgufError),
 
-    #[error("unknown quantization type `{name}`\n  hint: use one of {}", crate::Ftype::names())]
+    #[error(
+        "unknown quantization type `{name}`\n  hint: use one of {}",
+        crate::Ftype::names()
+    )]
     UnknownType { name: String },
 
     #[error("unknown tensor type `{name}`\n  hint: use one of {known}")]
     UnknownTensorType { name: String, known: String },
 
-    #[error("bad override `{spec}`: {msg}\n  hint: write overrides as REGEX=TYPE, e.g. `attn_v=q8_0`")]
+    #[error(
+        "bad override `{spec}`: {msg}\n  hint: write overrides as REGEX=TYPE, e.g. `attn_v=q8_0`"
+    )]
     Override { spec: String, msg: String },
 
     #[error("tensor `{tensor}` is {ty}; requantizing from a 4/5-bit source loses quality\n  hint: pass --allow-requantize to do it anyway, or start from the F16/BF16 checkpoint")]

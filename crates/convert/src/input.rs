@@ -146,12 +146,11 @@ pub(crate) struct StTensor {
 /// Validate a safetensors file (header capped at 100 MB by the `safetensors` crate, offsets
 /// contiguous, in range and matching shape x dtype) and list its tensors in file order.
 pub(crate) fn read_safetensors_header(path: &Path, bytes: &[u8]) -> Result<Vec<StTensor>> {
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
-        ConvertError::Safetensors {
+    let st =
+        safetensors::SafeTensors::deserialize(bytes).map_err(|e| ConvertError::Safetensors {
             path: path.to_path_buf(),
             msg: e.to_string(),
-        }
-    })?;
+        })?;
     let base = bytes.as_ptr() as usize;
     let mut out: Vec<StTensor> = st
         .tensors()
@@ -450,7 +449,11 @@ fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
             let f = f.as_str().ok_or_else(|| {
                 ConvertError::config(&index, format!("`weight_map`.`{t}` is not a file name"))
             })?;
-            if f.contains('/') || f.contains('\\') || f.starts_with('.') || !f.ends_with(".safetensors") {
+            if f.contains('/')
+                || f.contains('\\')
+                || f.starts_with('.')
+                || !f.ends_with(".safetensors")
+            {
                 return Err(ConvertError::config(
                     &index,
                     format!("`weight_map`.`{t}` names `{f}`, which is not a .safetensors file in the folder"),
@@ -632,15 +635,12 @@ impl Input {
             });
         }
         let need = |k: &str| -> Result<u64> {
-            g.get_u64(k).ok_or_else(|| {
-                ConvertError::config(path, format!("metadata has no integer `{k}`"))
-            })
+            g.get_u64(k)
+                .ok_or_else(|| ConvertError::config(path, format!("metadata has no integer `{k}`")))
         };
         let n_layer = need("llama.block_count")?;
         let n_head = need("llama.attention.head_count")?;
-        let n_head_kv = g
-            .get_u64("llama.attention.head_count_kv")
-            .unwrap_or(n_head);
+        let n_head_kv = g.get_u64("llama.attention.head_count_kv").unwrap_or(n_head);
         if n_layer == 0 || n_layer > MAX_LAYERS || n_head == 0 || n_head_kv == 0 {
             return Err(ConvertError::config(
                 path,
@@ -729,22 +729,20 @@ impl Input {
         let data = self.data(t);
         let rb = t.src_row_bytes();
         let rl = t.row_len();
-        dst.par_chunks_mut(rl)
-            .enumerate()
-            .try_for_each(|(i, row)| {
-                let s = Self::src_row(t, start + i);
-                let src = &data[s * rb..(s + 1) * rb];
-                convert_row(t.ty, src, row).map_err(|msg| ConvertError::Quant {
-                    tensor: t.name.clone(),
-                    msg,
-                })?;
-                if !row.iter().all(|v| v.is_finite()) {
-                    return Err(ConvertError::NonFinite {
-                        tensor: t.source_name.clone(),
-                    });
-                }
-                Ok(())
-            })
+        dst.par_chunks_mut(rl).enumerate().try_for_each(|(i, row)| {
+            let s = Self::src_row(t, start + i);
+            let src = &data[s * rb..(s + 1) * rb];
+            convert_row(t.ty, src, row).map_err(|msg| ConvertError::Quant {
+                tensor: t.name.clone(),
+                msg,
+            })?;
+            if !row.iter().all(|v| v.is_finite()) {
+                return Err(ConvertError::NonFinite {
+                    tensor: t.source_name.clone(),
+                });
+            }
+            Ok(())
+        })
     }
 }
 
@@ -873,7 +871,10 @@ fn checkpoint_metadata(dir: &Path, cfg: &LlamaConfig) -> Result<Vec<(String, Val
             "llama.rope.scaling.type".into(),
             Value::String("linear".into()),
         ));
-        m.push(("llama.rope.scaling.factor".into(), Value::F32(factor as f32)));
+        m.push((
+            "llama.rope.scaling.factor".into(),
+            Value::F32(factor as f32),
+        ));
     }
     let opts = slmpack_tokenizer::HfTokenizerOptions {
         vocab_size: Some(cfg.vocab_size as usize),
@@ -933,10 +934,15 @@ mod tests {
         };
         assert!(with("num_attention_heads", 5.into()).contains("not divisible"));
         assert!(with("num_key_value_heads", 3.into()).contains("not divisible"));
-        assert!(with("architectures", serde_json::json!(["GPT2LMHeadModel"]))
-            .contains("unsupported architecture `GPT2LMHeadModel`"));
-        assert!(with("rope_scaling", serde_json::json!({"type": "yarn", "factor": 4.0}))
-            .contains("`yarn`"));
+        assert!(
+            with("architectures", serde_json::json!(["GPT2LMHeadModel"]))
+                .contains("unsupported architecture `GPT2LMHeadModel`")
+        );
+        assert!(with(
+            "rope_scaling",
+            serde_json::json!({"type": "yarn", "factor": 4.0})
+        )
+        .contains("`yarn`"));
         let mut j = base.clone();
         j.as_object_mut().unwrap().remove("hidden_size");
         assert!(LlamaConfig::parse(p, &j)

@@ -86,7 +86,14 @@ pub fn inspect(path: &Path) -> Result<Report> {
             .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
     {
         let (rows, size) = safetensors_rows(path, None)?;
-        Ok(finish(path, "safetensors", None, size, Default::default(), rows))
+        Ok(finish(
+            path,
+            "safetensors",
+            None,
+            size,
+            Default::default(),
+            rows,
+        ))
     } else if path.is_file() {
         Err(ConvertError::UnknownInput {
             path: path.to_path_buf(),
@@ -238,10 +245,13 @@ fn short(v: &Json) -> String {
 pub fn render_text(r: &Report) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(s, "{} ({}{})", r.path.display(), r.format, r
-        .gguf_version
-        .map(|v| format!(" v{v}"))
-        .unwrap_or_default());
+    let _ = writeln!(
+        s,
+        "{} ({}{})",
+        r.path.display(),
+        r.format,
+        r.gguf_version.map(|v| format!(" v{v}")).unwrap_or_default()
+    );
     let _ = writeln!(
         s,
         "{} tensors, {} parameters, {} bytes of data, file size {} bytes, {:.2} bits per weight",
@@ -259,7 +269,11 @@ pub fn render_text(r: &Report) -> String {
         }
     }
     let _ = writeln!(s, "\ntypes:");
-    let _ = writeln!(s, "  {:<8} {:>7} {:>14} {:>14} {:>6}", "type", "tensors", "params", "bytes", "share");
+    let _ = writeln!(
+        s,
+        "  {:<8} {:>7} {:>14} {:>14} {:>6}",
+        "type", "tensors", "params", "bytes", "share"
+    );
     for t in &r.types {
         let _ = writeln!(
             s,
@@ -268,15 +282,33 @@ pub fn render_text(r: &Report) -> String {
             t.tensors,
             t.params,
             t.bytes,
-            if r.n_params == 0 { 0.0 } else { t.params as f64 * 100.0 / r.n_params as f64 }
+            if r.n_params == 0 {
+                0.0
+            } else {
+                t.params as f64 * 100.0 / r.n_params as f64
+            }
         );
     }
     let _ = writeln!(s, "\ntensors:");
-    let nw = r.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
-    let _ = writeln!(s, "  {:<nw$}  {:<6}  {:<20}  {:>12}", "name", "type", "shape", "bytes");
+    let nw = r
+        .tensors
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        s,
+        "  {:<nw$}  {:<6}  {:<20}  {:>12}",
+        "name", "type", "shape", "bytes"
+    );
     for t in &r.tensors {
         let shape = format!("{:?}", t.shape);
-        let _ = writeln!(s, "  {:<nw$}  {:<6}  {:<20}  {:>12}", t.name, t.ty, shape, t.bytes);
+        let _ = writeln!(
+            s,
+            "  {:<nw$}  {:<6}  {:<20}  {:>12}",
+            t.name, t.ty, shape, t.bytes
+        );
     }
     s
 }

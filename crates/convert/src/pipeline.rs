@@ -139,7 +139,10 @@ pub fn plan(input: &Input, opts: &QuantizeOptions) -> Result<Plan> {
     if let Some(v) = &opts.version {
         w.set("general.version", Value::String(v.clone()));
     }
-    w.set("general.file_type", Value::U32(opts.rules.ftype.llama_ftype()));
+    w.set(
+        "general.file_type",
+        Value::U32(opts.rules.ftype.llama_ftype()),
+    );
     w.set(
         "general.quantization_version",
         Value::U32(QUANTIZATION_VERSION),
@@ -219,21 +222,23 @@ pub fn write(input: &Input, plan: &Plan, out: &Path, progress: &dyn Progress) ->
             readable(out);
             Ok(())
         }
-        Err(slmpack_gguf::GgufError::Producer { source, .. }) => match source.downcast::<ConvertError>() {
-            Ok(e) => match *e {
-                ConvertError::Write { path, source } if path.as_os_str().is_empty() => {
-                    Err(ConvertError::Write {
-                        path: out.to_path_buf(),
-                        source,
-                    })
-                }
-                e => Err(e),
-            },
-            Err(other) => Err(ConvertError::Quant {
-                tensor: String::new(),
-                msg: other.to_string(),
-            }),
-        },
+        Err(slmpack_gguf::GgufError::Producer { source, .. }) => {
+            match source.downcast::<ConvertError>() {
+                Ok(e) => match *e {
+                    ConvertError::Write { path, source } if path.as_os_str().is_empty() => {
+                        Err(ConvertError::Write {
+                            path: out.to_path_buf(),
+                            source,
+                        })
+                    }
+                    e => Err(e),
+                },
+                Err(other) => Err(ConvertError::Quant {
+                    tensor: String::new(),
+                    msg: other.to_string(),
+                }),
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -33,14 +33,41 @@ const MAX_RECIPE_BYTES: u64 = 1 << 20;
 /// CPU features a tier may require (names as Rust's `is_x86_feature_detected!` /
 /// `is_aarch64_feature_detected!` spell them).
 pub const CPU_FEATURES: &[&str] = &[
-    "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "f16c", "bmi2",
-    "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512bf16", "avxvnni", "neon", "fp16",
-    "dotprod", "i8mm", "sve", "sve2", "bf16",
+    "sse3",
+    "ssse3",
+    "sse4.1",
+    "sse4.2",
+    "popcnt",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "bmi2",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512vnni",
+    "avx512bf16",
+    "avxvnni",
+    "neon",
+    "fp16",
+    "dotprod",
+    "i8mm",
+    "sve",
+    "sve2",
+    "bf16",
 ];
 
 /// CPU architectures a tier may name (Rust's `std::env::consts::ARCH`).
 pub const ARCHES: &[&str] = &[
-    "x86_64", "x86", "aarch64", "arm", "riscv64", "wasm32", "powerpc64", "loongarch64",
+    "x86_64",
+    "x86",
+    "aarch64",
+    "arm",
+    "riscv64",
+    "wasm32",
+    "powerpc64",
+    "loongarch64",
 ];
 
 #[derive(Clone, Debug)]
@@ -95,7 +122,10 @@ impl<'de> Deserialize<'de> for Tiers {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a map of tier name to tier")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<Tiers, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<Tiers, A::Error> {
                 let mut v: Vec<(String, RawTier)> = Vec::new();
                 while let Some((k, t)) = m.next_entry::<String, RawTier>()? {
                     if v.iter().any(|(n, _)| *n == k) {
@@ -193,7 +223,11 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         return Err(bad());
     }
     let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    let int: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
+    let int: u64 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| bad())?
+    };
     let mut v = int.checked_mul(mult).ok_or_else(bad)?;
     if !frac.is_empty() {
         let digits = frac.len().min(12) as u32;
@@ -207,7 +241,11 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 
 /// Bytes in a human form: `99.0 MB (94.4 MiB)`.
 pub fn human_size(n: u64) -> String {
-    format!("{:.1} MB, {:.1} MiB", n as f64 / 1e6, n as f64 / (1u64 << 20) as f64)
+    format!(
+        "{:.1} MB, {:.1} MiB",
+        n as f64 / 1e6,
+        n as f64 / (1u64 << 20) as f64
+    )
 }
 
 fn valid_name(s: &str) -> bool {
@@ -219,10 +257,12 @@ fn valid_name(s: &str) -> bool {
 
 /// Parse a `REGEX=TYPE` override (command line).
 pub fn parse_override(spec: &str) -> Result<Override> {
-    let (pat, ty) = spec.rsplit_once('=').ok_or_else(|| ConvertError::Override {
-        spec: spec.to_string(),
-        msg: "no `=`".into(),
-    })?;
+    let (pat, ty) = spec
+        .rsplit_once('=')
+        .ok_or_else(|| ConvertError::Override {
+            spec: spec.to_string(),
+            msg: "no `=`".into(),
+        })?;
     make_override(spec, pat, ty)
 }
 
@@ -267,7 +307,10 @@ impl Recipe {
         semver::Version::parse(&raw.version).map_err(|e| {
             rerr(
                 path,
-                format!("`version` `{}` is not a semantic version ({e})\n  hint: write e.g. 1.0.0", raw.version),
+                format!(
+                    "`version` `{}` is not a semantic version ({e})\n  hint: write e.g. 1.0.0",
+                    raw.version
+                ),
             )
         })?;
         if raw.tiers.0.is_empty() {
@@ -284,7 +327,11 @@ impl Recipe {
             let ftype = Ftype::parse(&t.ty).ok_or_else(|| {
                 rerr(
                     path,
-                    format!("tier `{name}`: unknown type `{}`\n  hint: use one of {}", t.ty, Ftype::names()),
+                    format!(
+                        "tier `{name}`: unknown type `{}`\n  hint: use one of {}",
+                        t.ty,
+                        Ftype::names()
+                    ),
                 )
             })?;
             let mut overrides = Vec::new();
@@ -310,7 +357,10 @@ impl Recipe {
                         if !ARCHES.contains(&a.as_str()) {
                             return Err(rerr(
                                 path,
-                                format!("tier `{name}`: unknown arch `{a}`\n  hint: use one of {}", ARCHES.join(", ")),
+                                format!(
+                                    "tier `{name}`: unknown arch `{a}`\n  hint: use one of {}",
+                                    ARCHES.join(", ")
+                                ),
                             ));
                         }
                     }
@@ -455,7 +505,11 @@ tiers:
         assert_eq!(r.tiers[1].ftype, Ftype::Q8_0);
         assert_eq!(r.tiers[2].max_bytes, None);
         assert!(r.tier("medium").is_ok());
-        assert!(r.tier("ultra").unwrap_err().to_string().contains("unknown tier `ultra`"));
+        assert!(r
+            .tier("ultra")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown tier `ultra`"));
     }
 
     #[test]
@@ -474,17 +528,35 @@ tiers:
     #[test]
     fn typos_and_bad_values_are_errors() {
         let cases = [
-            (GOOD.replace("max_bytes", "max_byte"), "unknown field `max_byte`"),
-            (GOOD.replace("model: smollm2", "modle: smollm2"), "unknown field `modle`"),
+            (
+                GOOD.replace("max_bytes", "max_byte"),
+                "unknown field `max_byte`",
+            ),
+            (
+                GOOD.replace("model: smollm2", "modle: smollm2"),
+                "unknown field `modle`",
+            ),
             (GOOD.replace("type: f16", "type: f17"), "unknown type `f17`"),
-            (GOOD.replace("[avx2]", "[avx3]"), "unknown cpu feature `avx3`"),
-            (GOOD.replace("x86_64, aarch64", "x86-64"), "unknown arch `x86-64`"),
+            (
+                GOOD.replace("[avx2]", "[avx3]"),
+                "unknown cpu feature `avx3`",
+            ),
+            (
+                GOOD.replace("x86_64, aarch64", "x86-64"),
+                "unknown arch `x86-64`",
+            ),
             (GOOD.replace("1.0.0", "1.0"), "not a semantic version"),
             (GOOD.replace("100MB", "100XB"), "unknown unit"),
             (GOOD.replace("type: q8_0", "type: q9_0"), "q9_0"),
-            (GOOD.replace("min_ram: 256MiB", "min_ram: 256MiB\n      gpu: yes"), "unknown field `gpu`"),
+            (
+                GOOD.replace("min_ram: 256MiB", "min_ram: 256MiB\n      gpu: yes"),
+                "unknown field `gpu`",
+            ),
             (GOOD.replace("  medium:", "  Medium:"), "tier name `Medium`"),
-            (GOOD.replace("'^token_embd\\.weight$'", "'(['"), "invalid regex"),
+            (
+                GOOD.replace("'^token_embd\\.weight$'", "'(['"),
+                "invalid regex",
+            ),
         ];
         for (text, want) in cases {
             let e = p(&text).unwrap_err().to_string();

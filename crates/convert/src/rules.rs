@@ -25,11 +25,7 @@ pub struct ModelShape {
 
 impl ModelShape {
     fn n_gqa(&self) -> usize {
-        if self.n_head_kv == 0 {
-            0
-        } else {
-            self.n_head / self.n_head_kv
-        }
+        self.n_head.checked_div(self.n_head_kv).unwrap_or(0)
     }
 
     /// llama.cpp treats an 80-layer GQA llama as its "70B" type (attn_v gets more bits).
@@ -160,7 +156,8 @@ pub fn llama_order(tensors: &[TensorDesc]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..tensors.len()).collect();
     idx.sort_by(|&a, &b| {
         let (la, lb) = (layer_of(&tensors[a].name), layer_of(&tensors[b].name));
-        la.cmp(&lb).then_with(|| tensors[a].name.cmp(&tensors[b].name))
+        la.cmp(&lb)
+            .then_with(|| tensors[a].name.cmp(&tensors[b].name))
     });
     idx
 }
@@ -229,7 +226,7 @@ fn choose_one(rules: &TypeRules, model: &ModelShape, t: &TensorDesc, c: &mut Cou
 /// type with 32-element blocks (or F16 when even that does not fit).
 pub fn fit_block(name: &str, ncols: u64, ty: GgmlType) -> (GgmlType, Option<Fallback>) {
     let qk = ty.block_size() as u64;
-    if ncols % qk == 0 {
+    if ncols.is_multiple_of(qk) {
         return (ty, None);
     }
     let mut used = match ty {
@@ -242,7 +239,7 @@ pub fn fit_block(name: &str, ncols: u64, ty: GgmlType) -> (GgmlType, Option<Fall
         _ => GgmlType::F16,
     };
     let mut reason = format!("row length {ncols} is not a multiple of {ty}'s block size {qk}");
-    if ncols % used.block_size() as u64 != 0 {
+    if !ncols.is_multiple_of(used.block_size() as u64) {
         used = GgmlType::F16;
         reason.push_str(" (nor of 32)");
     }
@@ -271,7 +268,7 @@ fn mix_rule(
     if cat == Category::Output || (c.tied && cat == Category::TokenEmbd) {
         let nx = t.dims[0];
         let qk = ty.block_size() as u64;
-        if nx % qk != 0 {
+        if !nx.is_multiple_of(qk) {
             ty = G::Q8_0;
         } else if ty != G::Q8_0 {
             ty = G::Q6_K;
@@ -313,10 +310,11 @@ fn mix_rule(
             ty = G::Q5_K;
         }
         c.i_ffn_down += 1;
-    } else if cat == Category::AttnOutput {
-        if model.n_expert == 8 && matches!(ftype, F::IQ4_NL | F::Q4_K_S | F::Q4_K_M) {
-            ty = G::Q5_K;
-        }
+    } else if cat == Category::AttnOutput
+        && model.n_expert == 8
+        && matches!(ftype, F::IQ4_NL | F::Q4_K_S | F::Q4_K_M)
+    {
+        ty = G::Q5_K;
     }
     ty
 }
@@ -378,7 +376,12 @@ mod tests {
         }
     }
 
-    fn types(ftype: Ftype, pure: bool, t: &[TensorDesc], n_layer: usize) -> Vec<(String, GgmlType)> {
+    fn types(
+        ftype: Ftype,
+        pure: bool,
+        t: &[TensorDesc],
+        n_layer: usize,
+    ) -> Vec<(String, GgmlType)> {
         let r = TypeRules {
             ftype,
             pure,
@@ -412,10 +415,21 @@ mod tests {
             } else {
                 GgmlType::Q4_K
             };
-            assert_eq!(ty_of(&v, &format!("blk.{l}.attn_v.weight")), want, "layer {l}");
-            assert_eq!(ty_of(&v, &format!("blk.{l}.ffn_down.weight")), want, "layer {l}");
+            assert_eq!(
+                ty_of(&v, &format!("blk.{l}.attn_v.weight")),
+                want,
+                "layer {l}"
+            );
+            assert_eq!(
+                ty_of(&v, &format!("blk.{l}.ffn_down.weight")),
+                want,
+                "layer {l}"
+            );
             assert_eq!(ty_of(&v, &format!("blk.{l}.attn_q.weight")), GgmlType::Q4_K);
-            assert_eq!(ty_of(&v, &format!("blk.{l}.attn_norm.weight")), GgmlType::F32);
+            assert_eq!(
+                ty_of(&v, &format!("blk.{l}.attn_norm.weight")),
+                GgmlType::F32
+            );
         }
         assert_eq!(ty_of(&v, "output.weight"), GgmlType::Q6_K);
         assert_eq!(ty_of(&v, "token_embd.weight"), GgmlType::Q4_K);
@@ -427,9 +441,17 @@ mod tests {
         let t = llama(16, 256, 512, 1000, true);
         let s = types(Ftype::Q4_K_S, false, &t, 16);
         for l in 0..16 {
-            let v = if l < 4 { GgmlType::Q5_K } else { GgmlType::Q4_K };
+            let v = if l < 4 {
+                GgmlType::Q5_K
+            } else {
+                GgmlType::Q4_K
+            };
             assert_eq!(ty_of(&s, &format!("blk.{l}.attn_v.weight")), v);
-            let d = if l < 2 { GgmlType::Q5_K } else { GgmlType::Q4_K };
+            let d = if l < 2 {
+                GgmlType::Q5_K
+            } else {
+                GgmlType::Q4_K
+            };
             assert_eq!(ty_of(&s, &format!("blk.{l}.ffn_down.weight")), d);
         }
         // tied: the token embedding is the output
@@ -549,7 +571,10 @@ mod tests {
         let t = llama(12, 256, 512, 100, false);
         let o = llama_order(&t);
         let names: Vec<&str> = o.iter().map(|&i| t[i].name.as_str()).collect();
-        assert_eq!(&names[..3], &["output.weight", "output_norm.weight", "token_embd.weight"]);
+        assert_eq!(
+            &names[..3],
+            &["output.weight", "output_norm.weight", "token_embd.weight"]
+        );
         let p2 = names.iter().position(|n| n.starts_with("blk.2.")).unwrap();
         let p10 = names.iter().position(|n| n.starts_with("blk.10.")).unwrap();
         assert!(p2 < p10);

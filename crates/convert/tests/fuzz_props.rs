@@ -11,7 +11,7 @@ use slmpack_gguf::{GgmlType, GgufWriter, Value};
 fn valid_safetensors() -> Vec<u8> {
     let header = r#"{"a":{"dtype":"F16","shape":[2,4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[3],"data_offsets":[16,28]},"__metadata__":{"format":"pt"}}"#;
     let mut h = header.to_string();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(' ');
     }
     let mut v = (h.len() as u64).to_le_bytes().to_vec();
@@ -27,8 +27,10 @@ fn valid_gguf() -> Vec<u8> {
     w.set("general.architecture", "llama");
     w.set("llama.block_count", 1u32);
     w.set("tokenizer.ggml.tokens", Value::strings(["a", "b", "c"]));
-    w.add_tensor("token_embd.weight", vec![32, 2], GgmlType::Q8_0).unwrap();
-    w.add_tensor("output_norm.weight", vec![4], GgmlType::F32).unwrap();
+    w.add_tensor("token_embd.weight", vec![32, 2], GgmlType::Q8_0)
+        .unwrap();
+    w.add_tensor("output_norm.weight", vec![4], GgmlType::F32)
+        .unwrap();
     w.write(&p, |i, t, out: &mut dyn Write| {
         out.write_all(&vec![i as u8; t.n_bytes() as usize])
     })
@@ -48,9 +50,15 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 1u8..=255).prop_map(|(i, b)| Mutation::Flip(i, b)),
         any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..16))
+        (
+            any::<usize>(),
+            proptest::collection::vec(any::<u8>(), 1..16)
+        )
             .prop_map(|(i, v)| Mutation::Insert(i, v)),
-        (any::<usize>(), prop_oneof![Just(u64::MAX), Just(1u64 << 40), any::<u64>(), 0u64..64])
+        (
+            any::<usize>(),
+            prop_oneof![Just(u64::MAX), Just(1u64 << 40), any::<u64>(), 0u64..64]
+        )
             .prop_map(|(i, v)| Mutation::SetU64(i, v)),
     ]
 }

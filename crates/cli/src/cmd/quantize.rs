@@ -17,7 +17,9 @@ use slmpack_gguf::GgmlType;
 use crate::exit::{coded, UNMET};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  slmpack quantize MODEL_DIR --recipe recipes/smollm2-135m.yaml --out dist/\n  slmpack quantize MODEL_DIR --type q4_k_m -o model.q4_k_m.gguf")]
+#[command(
+    after_help = "Examples:\n  slmpack quantize MODEL_DIR --recipe recipes/smollm2-135m.yaml --out dist/\n  slmpack quantize MODEL_DIR --type q4_k_m -o model.q4_k_m.gguf"
+)]
 pub struct Args {
     /// A Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json) or a GGUF.
     pub input: PathBuf,
@@ -202,7 +204,10 @@ fn run_jobs(
         for f in &p.fallbacks {
             eprintln!(
                 "warning: {}`{}`: {} -> {} ({})",
-                j.tier.as_ref().map(|t| format!("[{t}] ")).unwrap_or_default(),
+                j.tier
+                    .as_ref()
+                    .map(|t| format!("[{t}] "))
+                    .unwrap_or_default(),
                 f.tensor,
                 f.wanted,
                 f.used,
