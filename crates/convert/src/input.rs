@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use serde_json::Value as Json;
 use slmpack_gguf::{GgmlType, GgufFile, Value};
 
+
 use crate::error::{ConvertError, Result};
 use crate::rules::ModelShape;
 
@@ -31,8 +32,6 @@ pub enum InputKind {
 enum Storage {
     /// `maps[map]` at byte `offset`
     Mapped { map: usize, offset: usize },
-    /// data of a GGUF input tensor
-    Gguf { index: usize },
     /// computed (e.g. llama3 rope factors), little-endian bytes of `ty`
     Owned(Vec<u8>),
 }
@@ -74,7 +73,6 @@ pub struct Input {
     pub path: PathBuf,
     pub kind: InputKind,
     maps: Vec<Mmap>,
-    gguf: Option<GgufFile>,
     pub tensors: Vec<SrcTensor>,
     /// Metadata for the output (without `general.file_type`, set per output).
     pub metadata: Vec<(String, Value)>,
@@ -106,10 +104,13 @@ pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
         source,
     })?;
     // SAFETY: read-only map of an input file; slmpack never writes its inputs.
-    unsafe { Mmap::map(&f) }.map_err(|source| ConvertError::Read {
+    let map = unsafe { Mmap::map(&f) }.map_err(|source| ConvertError::Read {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    #[cfg(unix)]
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(map)
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<Json> {
@@ -613,7 +614,6 @@ impl Input {
             path: dir.to_path_buf(),
             kind: InputKind::Checkpoint,
             maps,
-            gguf: None,
             tensors,
             metadata,
             model: ModelShape {
@@ -626,7 +626,7 @@ impl Input {
     }
 
     fn open_gguf(path: &Path) -> Result<Input> {
-        let g = GgufFile::open(path)?;
+        let mut g = GgufFile::open(path)?;
         let arch = g.architecture().unwrap_or("(none)").to_string();
         if arch != "llama" {
             return Err(ConvertError::UnsupportedArch {
@@ -647,38 +647,40 @@ impl Input {
                 "`llama.block_count` / `llama.attention.head_count(_kv)` are out of range",
             ));
         }
+        // the data through a map of our own, so pages can be released tensor by tensor
+        let map = map_file(path)?;
         let tensors = g
             .tensors
             .iter()
-            .enumerate()
-            .map(|(i, t)| SrcTensor {
+            .map(|t| SrcTensor {
                 name: t.name.clone(),
                 dims: t.dims.clone(),
                 ty: t.ty,
                 keep_ty: t.ty,
                 source_name: t.name.clone(),
                 permute_heads: None,
-                data: Storage::Gguf { index: i },
+                data: Storage::Mapped {
+                    map: 0,
+                    offset: (g.data_offset + t.offset) as usize,
+                },
             })
             .collect();
+        let n_expert = g.get_u64("llama.expert_count").unwrap_or(0) as usize;
         let drop_keys = ["split.no", "split.count", "split.tensors.count"];
-        let metadata = g
-            .metadata
-            .iter()
+        let metadata = std::mem::take(&mut g.metadata)
+            .into_iter()
             .filter(|(k, _)| !drop_keys.contains(&k.as_str()))
-            .cloned()
             .collect();
         Ok(Input {
             path: path.to_path_buf(),
             kind: InputKind::Gguf,
-            maps: Vec::new(),
+            maps: vec![map],
             model: ModelShape {
                 n_layer: n_layer as usize,
                 n_head: n_head as usize,
                 n_head_kv: n_head_kv as usize,
-                n_expert: g.get_u64("llama.expert_count").unwrap_or(0) as usize,
+                n_expert,
             },
-            gguf: Some(g),
             tensors,
             metadata,
         })
@@ -690,12 +692,44 @@ impl Input {
                 let n = t.src_row_bytes() * t.n_rows();
                 &self.maps[*map][*offset..*offset + n]
             }
-            Storage::Gguf { index } => {
-                let g = self.gguf.as_ref().expect("gguf input");
-                g.tensor_data(&g.tensors[*index])
-            }
             Storage::Owned(b) => b,
         }
+    }
+
+    /// Drop the mapped pages of rows `start..start+n` (all rows of a permuted tensor) from this
+    /// process's resident set once they are converted: the file stays in the page cache, but
+    /// peak RSS stays near one chunk instead of growing to the model size.
+    pub fn release_rows(&self, t: &SrcTensor, start: usize, n: usize) {
+        #[cfg(unix)]
+        if let Storage::Mapped { map, offset } = &t.data {
+            let rb = t.src_row_bytes();
+            let (from, len) = if t.permute_heads.is_some() {
+                if start + n < t.n_rows() {
+                    return;
+                }
+                (*offset, rb * t.n_rows())
+            } else {
+                (*offset + start * rb, rb * n)
+            };
+            // whole pages inside the range only: a neighbour's first or last page stays
+            let page = 4096;
+            let lo = from.div_ceil(page) * page;
+            let hi = (from + len) / page * page;
+            if hi > lo {
+                // SAFETY: read-only file mapping; DONTNEED only drops resident pages, which
+                // the kernel reads back from the unchanged file if they are touched again.
+                // No slice into this range is alive here.
+                unsafe {
+                    let _ = self.maps[*map].unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        lo,
+                        hi - lo,
+                    );
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (t, start, n);
     }
 
     /// Source row of output row `r` (the Q/K permutation).

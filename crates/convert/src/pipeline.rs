@@ -11,8 +11,9 @@ use crate::ftype::Ftype;
 use crate::input::{Input, SrcTensor};
 use crate::rules::{choose_types, Fallback, TensorDesc, TypeRules};
 
-/// f32 elements converted per chunk (16 MiB of f32).
-const CHUNK_ELEMS: usize = 1 << 22;
+/// f32 elements converted per chunk (4 MiB of f32): enough work per chunk for every thread,
+/// small enough that memory stays flat.
+const CHUNK_ELEMS: usize = 1 << 20;
 
 /// `GGML_QNT_VERSION`
 pub const QUANTIZATION_VERSION: u32 = 2;
@@ -278,6 +279,7 @@ fn write_tensor(
             })?;
         }
         w.write_all(out_buf).map_err(werr)?;
+        input.release_rows(t, r, n);
         r += n;
     }
     Ok(())
