@@ -201,19 +201,7 @@ fn run_jobs(
 
     let mut outputs = Vec::new();
     for (j, p) in jobs.iter().zip(&plans) {
-        for f in &p.fallbacks {
-            eprintln!(
-                "warning: {}`{}`: {} -> {} ({})",
-                j.tier
-                    .as_ref()
-                    .map(|t| format!("[{t}] "))
-                    .unwrap_or_default(),
-                f.tensor,
-                f.wanted,
-                f.used,
-                f.reason
-            );
-        }
+        report_fallbacks(j.tier.as_deref(), &p.fallbacks);
         let prog = CliProgress::new(j.tier.clone().unwrap_or_else(|| "quantize".into()), a.quiet);
         let t0 = Instant::now();
         slmpack_convert::write(&input, p, &j.file, &prog)
@@ -291,6 +279,39 @@ fn run_jobs(
         }
     }
     Ok(())
+}
+
+/// One warning line per kind of fallback (wanted type, used type, reason), naming the tensors:
+/// all of them when there are a few, the first ones and a count otherwise (`--json` lists all).
+fn report_fallbacks(tier: Option<&str>, fallbacks: &[Fallback]) {
+    let mut groups: Vec<(&Fallback, Vec<&str>)> = Vec::new();
+    for f in fallbacks {
+        match groups
+            .iter_mut()
+            .find(|(g, _)| g.wanted == f.wanted && g.used == f.used && g.reason == f.reason)
+        {
+            Some((_, names)) => names.push(&f.tensor),
+            None => groups.push((f, vec![&f.tensor])),
+        }
+    }
+    let tier = tier.map(|t| format!("[{t}] ")).unwrap_or_default();
+    for (f, names) in groups {
+        let shown: Vec<String> = names.iter().take(4).map(|n| format!("`{n}`")).collect();
+        let more = if names.len() > 4 {
+            format!(" and {} more (--json lists them)", names.len() - 4)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "warning: {tier}{} -> {} for {} tensor{} ({}): {}{more}",
+            f.wanted,
+            f.used,
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            f.reason,
+            shown.join(", ")
+        );
+    }
 }
 
 /// Create the output folder and prove it takes a file, before spending time quantizing.
