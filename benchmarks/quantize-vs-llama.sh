@@ -20,7 +20,7 @@ WORK="${WORK:-$(mktemp -d)}"
 mkdir -p "$WORK"
 F16="$WORK/smollm2-135m-f16.gguf"
 # The F16 GGUF both quantizers start from (the model ships as Q4_1; this widens it to F16).
-[ -s "$F16" ] || "$BIN" quantize "$SRC" --type f16 --allow-requantize -o "$F16" -q
+[ -s "$F16" ] || "$BIN" quantize "$SRC" --type f16 --allow-requantize -o "$F16" -q >/dev/null
 
 declare -A LLAMA_FTYPE=([q8_0]=7 [q4_0]=2 [q4_k_m]=15)
 

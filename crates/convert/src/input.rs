@@ -11,7 +11,6 @@ use rayon::prelude::*;
 use serde_json::Value as Json;
 use slmpack_gguf::{GgmlType, GgufFile, Value};
 
-
 use crate::error::{ConvertError, Result};
 use crate::rules::ModelShape;
 
