@@ -808,3 +808,81 @@ fn checkpoint_to_f16_permutes_q_and_k() {
     assert_eq!(t.ty, GgmlType::F32);
     assert_eq!(n, &hf("model.norm.weight").data[..]);
 }
+
+#[test]
+fn sharded_and_bf16_checkpoints() {
+    let d = tempfile::tempdir().unwrap();
+    let ck = checkpoint(d.path(), false);
+    let single = d.path().join("single.gguf");
+    let o = run_q(&ck, &single, &["--type", "q8_0", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // the same tensors in two shards with an index
+    let ts = hf_tensors(false);
+    let (a, b) = ts.split_at(ts.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (part, name) in [
+        (a, "model-00001-of-00002.safetensors"),
+        (b, "model-00002-of-00002.safetensors"),
+    ] {
+        std::fs::write(ck.join(name), safetensors_bytes(part)).unwrap();
+        for t in part {
+            map.insert(t.name.clone(), name.into());
+        }
+    }
+    std::fs::remove_file(ck.join("model.safetensors")).unwrap();
+    std::fs::write(
+        ck.join("model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": map}).to_string(),
+    )
+    .unwrap();
+    let sharded = d.path().join("sharded.gguf");
+    let o = run_q(&ck, &sharded, &["--type", "q8_0", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(&single).unwrap(),
+        std::fs::read(&sharded).unwrap()
+    );
+
+    // a missing shard is named
+    std::fs::remove_file(ck.join("model-00002-of-00002.safetensors")).unwrap();
+    let o = run_q(&ck, &d.path().join("x.gguf"), &["--type", "q8_0"]);
+    assert_fails(&o, "model-00002-of-00002.safetensors");
+    assert!(!d.path().join("x.gguf").exists());
+
+    // BF16 weights: F32 output holds exactly the BF16 values
+    let d2 = tempfile::tempdir().unwrap();
+    let ck2 = checkpoint(d2.path(), true);
+    let mut ts = hf_tensors(true);
+    for t in ts.iter_mut().filter(|t| t.dtype == "F16") {
+        t.data = t
+            .data
+            .chunks_exact(2)
+            .flat_map(|c| {
+                half::bf16::from_f32(half::f16::from_le_bytes([c[0], c[1]]).to_f32()).to_le_bytes()
+            })
+            .collect();
+        t.dtype = "BF16".into();
+    }
+    std::fs::write(ck2.join("model.safetensors"), safetensors_bytes(&ts)).unwrap();
+    let out = d2.path().join("f32.gguf");
+    let o = run_q(&ck2, &out, &["--type", "f32", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = GgufFile::open(&out).unwrap();
+    let (t, got) = f.tensor_bytes("blk.0.ffn_up.weight").unwrap();
+    assert_eq!(t.ty, GgmlType::F32);
+    let src = &ts
+        .iter()
+        .find(|t| t.name == "model.layers.0.mlp.up_proj.weight")
+        .unwrap()
+        .data;
+    let want: Vec<u8> = src
+        .chunks_exact(2)
+        .flat_map(|c| {
+            half::bf16::from_le_bytes([c[0], c[1]])
+                .to_f32()
+                .to_le_bytes()
+        })
+        .collect();
+    assert_eq!(got, &want[..]);
+}
