@@ -24,8 +24,10 @@ impl std::fmt::Display for Coded {
 }
 
 impl std::error::Error for Coded {
+    // The wrapped error is the next link of the chain; `report` skips the `Coded` link itself,
+    // so returning `self.error.source()` here would drop the wrapped error's own message.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.error.source()
+        Some(self.error.as_ref())
     }
 }
 
@@ -52,7 +54,9 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
     let mut msg = String::new();
     let mut last = String::new();
     for (i, cause) in err.chain().enumerate() {
-        // a `Coded` displays as the error it wraps; its source continues that error's chain
+        if cause.downcast_ref::<Coded>().is_some() {
+            continue;
+        }
         let text = cause.to_string();
         if text == last {
             continue;
