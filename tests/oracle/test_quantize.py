@@ -29,9 +29,10 @@ FTYPES = {
     "q5_k_s": 16,
     "q5_k_m": 17,
     "q6_k": 18,
+    "iq4_nl": 25,
     "bf16": 32,
 }
-MIXES = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "f16", "bf16"]
+MIXES = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "iq4_nl", "f16", "bf16"]
 
 PY = sys.executable
 
