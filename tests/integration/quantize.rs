@@ -886,3 +886,31 @@ fn sharded_and_bf16_checkpoints() {
         .collect();
     assert_eq!(got, &want[..]);
 }
+
+#[test]
+fn dry_run_plans_exact_sizes_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let g = gguf_input(d.path(), 256);
+    let r = write_recipe(d.path(), RECIPE);
+    let out = d.path().join("dist");
+    let o = run_q(
+        &g,
+        &out,
+        &["--recipe", r.to_str().unwrap(), "--dry-run", "--json"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!out.exists(), "a dry run created {:?}", files_in(&out));
+    let planned: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let o = run_q(&g, &out, &["--recipe", r.to_str().unwrap(), "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for t in planned["outputs"].as_array().unwrap() {
+        let file = out
+            .join("tiny/0.1.0")
+            .join(format!("{}.gguf", t["tier"].as_str().unwrap()));
+        assert_eq!(
+            t["size"],
+            std::fs::metadata(&file).unwrap().len(),
+            "{file:?}"
+        );
+    }
+}

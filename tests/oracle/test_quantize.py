@@ -199,3 +199,26 @@ def test_inspect_json_matches_gguf_py(tiny, tmp_path):
         assert row["bytes"] == int(g.n_bytes)
         assert row["shape"] == list(reversed([int(x) for x in g.shape]))
     assert j["n_params"] == sum(int(g.n_elements) for g in t.values())
+
+
+def test_smollm2_recipe_meets_its_budgets():
+    """recipes/smollm2-135m.yaml on the real SmolLM2-135M: every tier within max_bytes.
+
+    Types and sizes depend only on tensor names and shapes, so planning from the shipped Q4_1 GGUF
+    (--allow-requantize --dry-run) gives the exact sizes a build from the F16 checkpoint writes."""
+    model = os.environ.get("SLMPACK_SMOLLM2")
+    assert model and pathlib.Path(model).is_file(), (
+        "SLMPACK_SMOLLM2 must name SmolLM2-135M-Instruct.Q4_1.gguf (tests/run.sh sets it from tests/fetch-model.sh)"
+    )
+    root = pathlib.Path(__file__).resolve().parents[2]
+    recipe = root / "recipes" / "smollm2-135m.yaml"
+    res = run("quantize", model, "--recipe", recipe, "--out", "/nonexistent-dry-run", "--allow-requantize",
+              "--dry-run", "--json")
+    outs = {o["tier"]: o for o in json.loads(res.stdout)["outputs"]}
+    assert list(outs) == ["low", "medium", "high"]
+    budgets = {"low": 100_000_000, "medium": 160_000_000, "high": 300_000_000}
+    for tier, budget in budgets.items():
+        assert outs[tier]["size"] <= budget, (tier, outs[tier]["size"])
+    assert outs["low"]["mix"] == "q4_k_m" and outs["medium"]["mix"] == "q8_0" and outs["high"]["mix"] == "f16"
+    # the low tier really is 4-bit-class: under 6 bits per weight
+    assert outs["low"]["bits_per_weight"] < 6.0

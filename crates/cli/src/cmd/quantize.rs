@@ -54,6 +54,9 @@ pub struct Args {
     /// Print a JSON result on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Choose types, check budgets and print the planned sizes; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 struct Job {
@@ -197,6 +200,24 @@ fn run_jobs(
         }
         plans.push(p);
     }
+    if a.dry_run {
+        let outputs: Vec<Output> = jobs
+            .iter()
+            .zip(&plans)
+            .map(|(j, p)| {
+                report_fallbacks(j.tier.as_deref(), &p.fallbacks);
+                output_of(j, p, p.file_size, 0.0)
+            })
+            .collect();
+        if a.json {
+            let v = serde_json::json!({"input": a.input, "dry_run": true, "outputs": outputs});
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            print_table(&outputs);
+            println!("dry run: nothing written");
+        }
+        return Ok(());
+    }
     ensure_writable(&out_dir, recipe.is_some())?;
 
     let mut outputs = Vec::new();
@@ -208,25 +229,7 @@ fn run_jobs(
             .with_context(|| format!("writing `{}`", j.file.display()))?;
         let secs = t0.elapsed().as_secs_f64();
         let size = std::fs::metadata(&j.file).map(|m| m.len()).unwrap_or(0);
-        let mut hist: Vec<(String, usize)> = Vec::new();
-        for t in &p.tensors {
-            let k = t.ty.to_string();
-            match hist.iter_mut().find(|(n, _)| *n == k) {
-                Some(e) => e.1 += 1,
-                None => hist.push((k, 1)),
-            }
-        }
-        outputs.push(Output {
-            tier: j.tier.clone(),
-            file: j.file.clone(),
-            mix: p.ftype.name().to_string(),
-            size,
-            n_params: p.n_params,
-            bits_per_weight: p.bits_per_weight(),
-            seconds: secs,
-            types: hist,
-            fallbacks: p.fallbacks.clone(),
-        });
+        outputs.push(output_of(j, p, size, secs));
     }
 
     let mut build_json = None;
@@ -279,6 +282,28 @@ fn run_jobs(
         }
     }
     Ok(())
+}
+
+fn output_of(j: &Job, p: &Plan, size: u64, seconds: f64) -> Output {
+    let mut types: Vec<(String, usize)> = Vec::new();
+    for t in &p.tensors {
+        let k = t.ty.to_string();
+        match types.iter_mut().find(|(n, _)| *n == k) {
+            Some(e) => e.1 += 1,
+            None => types.push((k, 1)),
+        }
+    }
+    Output {
+        tier: j.tier.clone(),
+        file: j.file.clone(),
+        mix: p.ftype.name().to_string(),
+        size,
+        n_params: p.n_params,
+        bits_per_weight: p.bits_per_weight(),
+        seconds,
+        types,
+        fallbacks: p.fallbacks.clone(),
+    }
 }
 
 /// One warning line per kind of fallback (wanted type, used type, reason), naming the tensors:
