@@ -95,14 +95,21 @@ impl BlockFormat for f16 {
     const BLCK: usize = 1;
     const TYPE: GgmlType = GgmlType::F16;
     fn quantize_row(src: &[f32], dst: &mut [Self]) {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = crate::fp32_to_fp16(s);
+        use half::slice::HalfFloatSliceExt;
+        let n = src.len().min(dst.len());
+        // half converts slices with F16C when the CPU has it (round to nearest even, like
+        // ggml); only NaNs need fixing up, to ggml's canonical quiet NaN
+        dst[..n].convert_from_f32_slice(&src[..n]);
+        for (d, &s) in dst[..n].iter_mut().zip(&src[..n]) {
+            if s.is_nan() {
+                *d = crate::fp32_to_fp16(s);
+            }
         }
     }
     fn dequantize_row(src: &[Self], dst: &mut [f32]) {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = crate::fp16_to_fp32(s);
-        }
+        use half::slice::HalfFloatSliceExt;
+        let n = src.len().min(dst.len());
+        src[..n].convert_to_f32_slice(&mut dst[..n]);
     }
 }
 

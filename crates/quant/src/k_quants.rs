@@ -22,7 +22,9 @@ fn nearest_int(fval: f32) -> i32 {
     (val.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
 }
 
-/// `make_qx_quants` for `qw == NULL`, `rmse_type == 1` (the Q6_K path).
+/// `make_qx_quants` for `qw == NULL`, `rmse_type == 1` (the Q6_K path). Scalar reference for
+/// the lane version.
+#[cfg(test)]
 fn make_qx_quants_rmse1(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
     let n = x.len();
     let mut max = 0.0f32;
@@ -140,8 +142,9 @@ fn make_q3_quants(x: &[f32], nmax: i32, l_out: &mut [i8], do_rmse: bool) -> f32 
 }
 
 /// `make_qkx2_quants`: asymmetric (scale, min) search for one sub-block. Returns the scale and
-/// stores `-min` in `the_min`. `N` is the sub-block length (16 or 32).
-#[inline(always)]
+/// stores `-min` in `the_min`. `N` is the sub-block length (16 or 32). Straight port, kept as
+/// the reference the lane version is tested against.
+#[cfg(test)]
 fn make_qkx2_quants<const N: usize>(
     nmax: i32,
     x: &[f32; N],
@@ -232,6 +235,203 @@ fn make_qkx2_quants<const N: usize>(
     scale
 }
 
+/// [`make_qkx2_quants`] with the `nstep + 1` candidate scales evaluated side by side in lanes.
+///
+/// Each lane runs exactly the scalar float sequence of its candidate (same operations, same
+/// order over `i`), so every sum is bit-identical to ggml's; only the order of independent work
+/// changes. ggml's loop is sequential in one respect: a winning candidate replaces `min`, which
+/// later candidates use. So the lanes are evaluated speculatively with the current `min`, the
+/// winners are taken in candidate order, and after a win that changes `min` the remaining
+/// candidates are evaluated again.
+#[inline(always)]
+fn make_qkx2_quants_lanes<const N: usize, const G: usize>(
+    nmax: i32,
+    x: &[f32; N],
+    weights: &[f32; N],
+    l_out: &mut [u8; N],
+    the_min: &mut f32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: usize,
+    use_mad: bool,
+) -> f32 {
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..N {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        let w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l_out.fill(0);
+        *the_min = -min;
+        return 0.0;
+    }
+    let nmaxf = nmax as f32;
+    let iscale0 = nmaxf / (max - min);
+    let mut scale = 1.0 / iscale0;
+    let mut best_error = 0.0f32;
+    for i in 0..N {
+        let l = nearest_int(iscale0 * (x[i] - min)).clamp(0, nmax);
+        l_out[i] = l as u8;
+        let diff = scale * l as f32 + min - x[i];
+        let diff = if use_mad { diff.abs() } else { diff * diff };
+        best_error += weights[i] * diff;
+    }
+    let mut winner: Option<(f32, f32)> = None; // (iscale, min) that produced the best L
+    let mut start = 0usize;
+    while start <= nstep {
+        // candidates start .. start + G, evaluated with the current min
+        let range = max - min;
+        let mut iscale = [0.0f32; G];
+        for (k, s) in iscale.iter_mut().enumerate() {
+            // as ggml forms it: (rmin + rdelta*is + nmax)/(max - min)
+            *s = (rmin + rdelta * (start + k) as f32 + nmaxf) / range;
+        }
+        let mut sum_l = [0.0f32; G];
+        let mut sum_l2 = [0.0f32; G];
+        let mut sum_xl = [0.0f32; G];
+        for i in 0..N {
+            let xm = x[i] - min;
+            let w = weights[i];
+            let xi = x[i];
+            for k in 0..G {
+                let l = nearest_int(iscale[k] * xm).clamp(0, nmax) as f32;
+                let wl = w * l;
+                sum_l[k] += wl;
+                sum_l2[k] += wl * l;
+                sum_xl[k] += wl * xi;
+            }
+        }
+        let mut d = [0.0f32; G];
+        let mut this_scale = [0.0f32; G];
+        let mut this_min = [0.0f32; G];
+        for k in 0..G {
+            d[k] = sum_w * sum_l2[k] - sum_l[k] * sum_l[k];
+            let ts = (sum_w * sum_xl[k] - sum_x * sum_l[k]) / d[k];
+            let tm = (sum_l2[k] * sum_x - sum_l[k] * sum_xl[k]) / d[k];
+            if tm > 0.0 {
+                this_min[k] = 0.0;
+                this_scale[k] = sum_xl[k] / sum_l2[k];
+            } else {
+                this_min[k] = tm;
+                this_scale[k] = ts;
+            }
+        }
+        let mut cur_error = [0.0f32; G];
+        for i in 0..N {
+            let xm = x[i] - min;
+            let w = weights[i];
+            let xi = x[i];
+            for k in 0..G {
+                let l = nearest_int(iscale[k] * xm).clamp(0, nmax) as f32;
+                let diff = this_scale[k] * l + this_min[k] - xi;
+                let diff = if use_mad { diff.abs() } else { diff * diff };
+                cur_error[k] += w * diff;
+            }
+        }
+        let end = (start + G).min(nstep + 1);
+        let mut next = end;
+        for k in 0..end - start {
+            if d[k] > 0.0 && cur_error[k] < best_error {
+                best_error = cur_error[k];
+                scale = this_scale[k];
+                winner = Some((iscale[k], min));
+                if this_min[k] != min {
+                    // later candidates depend on min: evaluate them again
+                    min = this_min[k];
+                    next = start + k + 1;
+                    break;
+                }
+            }
+        }
+        start = next;
+    }
+    if let Some((iscale, wmin)) = winner {
+        for i in 0..N {
+            l_out[i] = nearest_int(iscale * (x[i] - wmin)).clamp(0, nmax) as u8;
+        }
+    }
+    *the_min = -min;
+    scale
+}
+
+/// `make_qx_quants(16, nmax, x, L, rmse_type = 1, qw = NULL)` with the 18 candidate scales
+/// evaluated in lanes. Candidates do not depend on each other here, only the choice among them
+/// is sequential, so this is a straight reordering of independent float sequences.
+#[inline(always)]
+fn make_qx_quants_rmse1_lanes(x: &[f32; 16], nmax: i32, l_out: &mut [i8]) -> f32 {
+    const L: usize = 20; // is = -9..=9 without 0 is 18 candidates; 2 padding lanes
+    let mut max = 0.0f32;
+    let mut amax = 0.0f32;
+    for &v in x {
+        let ax = v.abs();
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l_out[..16].fill(0);
+        return 0.0;
+    }
+    let nmaxf = nmax as f32;
+    let iscale0 = -nmaxf / max;
+    let mut sumlx = 0.0f32;
+    let mut suml2 = 0.0f32;
+    for i in 0..16 {
+        let l = nearest_int(iscale0 * x[i]).clamp(-nmax, nmax - 1);
+        l_out[i] = (l + nmax) as i8;
+        let w = x[i] * x[i];
+        sumlx += w * x[i] * l as f32;
+        suml2 += w * l as f32 * l as f32;
+    }
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    let mut iscale = [0.0f32; L];
+    for (k, s) in iscale.iter_mut().enumerate() {
+        let is = k as i32 - 9 + (k >= 9) as i32; // -9..=-1, 1..=9, then padding 10, 11
+        *s = -(nmaxf + 0.1 * is as f32) / max;
+    }
+    let mut lx = [0.0f32; L];
+    let mut l2 = [0.0f32; L];
+    for &xi in x {
+        let w = xi * xi;
+        let wx = w * xi;
+        for k in 0..L {
+            let l = nearest_int(iscale[k] * xi).clamp(-nmax, nmax - 1) as f32;
+            lx[k] += wx * l;
+            l2[k] += w * l * l;
+        }
+    }
+    let mut winner = None;
+    for k in 0..18 {
+        if l2[k] > 0.0 && lx[k] * lx[k] > best * l2[k] {
+            scale = lx[k] / l2[k];
+            best = scale * lx[k];
+            winner = Some(iscale[k]);
+        }
+    }
+    if let Some(is) = winner {
+        for i in 0..16 {
+            let l = nearest_int(is * x[i]);
+            l_out[i] = (nmax + l.clamp(-nmax, nmax - 1)) as i8;
+        }
+    }
+    scale
+}
+
 /// `get_scale_min_k4`: the 6-bit scale and min of sub-block `j` of Q4_K/Q5_K.
 #[inline(always)]
 pub fn get_scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
@@ -298,7 +498,7 @@ fn kx2_subblocks(
     nmax: i32,
     rmin: f32,
     rdelta: f32,
-    nstep: i32,
+    nstep: usize,
     l: &mut [u8; QK_K],
     scales: &mut [f32; 8],
     mins: &mut [f32; 8],
@@ -316,7 +516,7 @@ fn kx2_subblocks(
         for (w, &v) in weights.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
-        scales[j] = make_qkx2_quants::<32>(
+        scales[j] = make_qkx2_quants_lanes::<32, 4>(
             nmax,
             xs,
             &weights,
@@ -497,11 +697,8 @@ impl BlockFormat for BlockQ6K {
             let mut max_scale = 0.0f32;
             let mut max_abs_scale = 0.0f32;
             for ib in 0..QK_K / 16 {
-                let scale = make_qx_quants_rmse1(
-                    &x[16 * ib..16 * ib + 16],
-                    32,
-                    &mut l[16 * ib..16 * ib + 16],
-                );
+                let scale =
+                    make_qx_quants_rmse1_lanes(sub(x, ib), 32, &mut l[16 * ib..16 * ib + 16]);
                 scales[ib] = scale;
                 let abs_scale = scale.abs();
                 if abs_scale > max_abs_scale {
@@ -637,7 +834,7 @@ impl BlockFormat for BlockQ2K {
                 for (w, &v) in weights.iter_mut().zip(xs) {
                     *w = v.abs();
                 }
-                scales[j] = make_qkx2_quants::<16>(
+                scales[j] = make_qkx2_quants_lanes::<16, 4>(
                     3,
                     xs,
                     &weights,
@@ -862,10 +1059,18 @@ impl BlockFormat for BlockQ3K {
     }
 }
 
-/// `best_index_int8` over the 16 sorted IQ4_NL levels: the level `x` rounds to, ties going up
-/// (branch-free binary search on doubled midpoints, as current ggml does it).
+/// `best_index_int8` over the 16 sorted IQ4_NL levels: the level `x` rounds to, ties going up.
+///
+/// ggml has two versions: the classic binary search (`x - val[mu-1] < val[mu] - x`, in the
+/// llama.cpp that llama-cpp-python 0.3.36 ships) and a newer branch-free search on doubled
+/// midpoints. For finite `x` they agree exactly (both differences are exact in f32 for these
+/// small integer levels, so both compare 2x with val[j-1] + val[j]); they differ only for NaN,
+/// where the classic one returns 15 and the new one 0. We follow the classic one.
 #[inline(always)]
 fn best_index_iq4nl(x: f32) -> u8 {
+    if x.is_nan() {
+        return 15;
+    }
     let val = &KVALUES_IQ4NL;
     let x2 = x + x;
     let mut idx = 0usize;
@@ -969,6 +1174,83 @@ impl BlockFormat for BlockIQ4NL {
 mod tests {
     use super::*;
 
+    fn rng(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed;
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+    }
+
+    #[test]
+    fn lane_searches_equal_the_scalar_ports() {
+        let mut r = rng(42);
+        for trial in 0..20_000 {
+            let mag = [1.0f32, 0.01, 100.0, 1e-5][trial % 4];
+            let offset = [0.0f32, 0.5, -0.5, 2.0][(trial / 4) % 4];
+            let mut x32 = [0f32; 32];
+            for v in x32.iter_mut() {
+                *v = (r() + offset * r().abs()) * mag;
+            }
+            if trial % 97 == 0 {
+                x32[3] = x32[7]; // duplicates
+                x32[9] = 0.0;
+            }
+            let mut w32 = [0f32; 32];
+            let mut sum_x2 = 0f32;
+            for &v in &x32 {
+                sum_x2 += v * v;
+            }
+            let av_x = (sum_x2 / 32.0).sqrt();
+            for (w, &v) in w32.iter_mut().zip(&x32) {
+                *w = av_x + v.abs();
+            }
+            for (nmax, rmin, rdelta, nstep) in [(15, -1.0, 0.1, 20), (31, -0.5, 0.1, 15)] {
+                let (mut l1, mut l2) = ([0u8; 32], [0u8; 32]);
+                let (mut m1, mut m2) = (0f32, 0f32);
+                let s1 = make_qkx2_quants::<32>(
+                    nmax, &x32, &w32, &mut l1, &mut m1, rmin, rdelta, nstep, false,
+                );
+                let ns = nstep as usize;
+                let s2 = make_qkx2_quants_lanes::<32, 4>(
+                    nmax, &x32, &w32, &mut l2, &mut m2, rmin, rdelta, ns, false,
+                );
+                let want = (s1.to_bits(), m1.to_bits(), l1);
+                assert_eq!(want, (s2.to_bits(), m2.to_bits(), l2));
+                // other group sizes restart at other places and must agree too
+                let s3 = make_qkx2_quants_lanes::<32, 3>(
+                    nmax, &x32, &w32, &mut l2, &mut m2, rmin, rdelta, ns, false,
+                );
+                assert_eq!(want, (s3.to_bits(), m2.to_bits(), l2));
+                let s8 = make_qkx2_quants_lanes::<32, 8>(
+                    nmax, &x32, &w32, &mut l2, &mut m2, rmin, rdelta, ns, false,
+                );
+                assert_eq!(want, (s8.to_bits(), m2.to_bits(), l2));
+            }
+            let x16: [f32; 16] = x32[..16].try_into().unwrap();
+            let mut w16 = [0f32; 16];
+            for (w, &v) in w16.iter_mut().zip(&x16) {
+                *w = v.abs();
+            }
+            let (mut l1, mut l2) = ([0u8; 16], [0u8; 16]);
+            let (mut m1, mut m2) = (0f32, 0f32);
+            let s1 = make_qkx2_quants::<16>(3, &x16, &w16, &mut l1, &mut m1, -0.5, 0.1, 15, true);
+            let s2 = make_qkx2_quants_lanes::<16, 4>(
+                3, &x16, &w16, &mut l2, &mut m2, -0.5, 0.1, 15, true,
+            );
+            assert_eq!(
+                (s1.to_bits(), m1.to_bits(), l1),
+                (s2.to_bits(), m2.to_bits(), l2)
+            );
+            let (mut q1, mut q2) = ([0i8; 16], [0i8; 16]);
+            let s1 = make_qx_quants_rmse1(&x16, 32, &mut q1);
+            let s2 = make_qx_quants_rmse1_lanes(&x16, 32, &mut q2);
+            assert_eq!((s1.to_bits(), q1), (s2.to_bits(), q2), "trial {trial}");
+        }
+    }
+
     #[test]
     fn nearest_int_rounds_half_to_even() {
         let cases = [
@@ -1003,6 +1285,9 @@ mod tests {
         assert_eq!(best_index_iq4nl(-4.5), 8);
         assert_eq!(best_index_iq4nl(-4.51), 7);
         assert_eq!(best_index_iq4nl(0.0), 8);
+        assert_eq!(best_index_iq4nl(f32::NAN), 15);
+        assert_eq!(best_index_iq4nl(f32::INFINITY), 15);
+        assert_eq!(best_index_iq4nl(f32::NEG_INFINITY), 0);
     }
 
     #[test]

@@ -10,10 +10,14 @@
 //! starts, so misaligned buffers are handled by copying through a small aligned buffer (no
 //! allocation, no unsafe code). Typed access for kernels lives in [`blocks`].
 //!
-//! NaN and infinity inputs never panic. The result then is whatever the ported float code
-//! yields (ggml's C code has undefined behaviour there; Rust's saturating float-to-int casts
-//! make ours defined): F16/BF16 keep NaN as a quiet NaN and infinities as infinities, block
-//! formats produce garbage-but-valid bytes for the affected blocks.
+//! NaN and infinity inputs never panic. ggml's C code leaves some of these cases undefined
+//! (float-to-int casts of NaN and out-of-range values); slmpack defines them the way x86-64
+//! builds of ggml behave (`cvttss2si`: `INT_MIN`, then truncation to 8 bits), so NaN, ±inf,
+//! ±`f32::MAX` and subnormal inputs give the same bytes as llama.cpp's ggml (tested). The one
+//! known exception: Q4_K/Q5_K blocks where a NaN carrying a payload meets the `inf * 0` NaNs of
+//! an overflowed scale, because which NaN survives an addition depends on the C compiler's
+//! operand order. F16 writes NaN as the quiet NaN `0x7e00` (sign kept), as ggml does; BF16
+//! keeps the upper payload bits and sets the quiet bit.
 
 pub mod blocks;
 mod error;
