@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod export;
 mod quantize;
 
 /// Run the built `slmpack` with `args`.

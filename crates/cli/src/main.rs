@@ -23,12 +23,15 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Quantize a checkpoint or GGUF into llama.cpp GGUF files: one per recipe tier, or one --type.
     Quantize(cmd::quantize::Args),
+    /// Export a GGUF as a Hugging Face checkpoint (safetensors, config.json, tokenizer.json).
+    Export(cmd::export::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Quantize(a) => cmd::quantize::run(a),
+        Command::Export(a) => cmd::export::run(a),
     }
 }
 

@@ -7,8 +7,10 @@
 //! * [`plan`] + [`write`] quantize tensor by tensor (parallel over rows) into an atomic GGUF.
 //! * [`recipe`] reads release recipes (one GGUF per device tier) and writes `build.json`.
 //! * [`inspect`] summarises a GGUF, a safetensors file or a checkpoint.
+//! * [`export`] writes a GGUF back out as a Hugging Face checkpoint.
 
 mod error;
+pub mod export;
 mod ftype;
 pub mod fuzz;
 mod input;

@@ -89,6 +89,30 @@ impl<'a> Meta<'a> {
         }
     }
 
+    fn f32s(&self, key: &str, n: usize) -> Result<Option<Vec<f32>>, TokenizerError> {
+        let Some(items) = self.array(key, n)? else {
+            return Ok(None);
+        };
+        if items.len() != n {
+            return Err(TokenizerError::field(
+                FILE,
+                key,
+                format!("has {} entries but there are {n} tokens", items.len()),
+                "",
+            ));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_f64().map(|x| x as f32).ok_or_else(|| {
+                    TokenizerError::field(FILE, format!("{key}[{i}]"), "is not a number", "")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
     fn strings(&self, key: &str, max: usize) -> Result<Option<Vec<&'a str>>, TokenizerError> {
         let Some(items) = self.array(key, max)? else {
             return Ok(None);
@@ -132,15 +156,21 @@ pub fn hf_tokenizer_from_metadata(
             "this GGUF carries no tokenizer; export needs one",
         )
     })?;
-    if model != "gpt2" {
-        return Err(TokenizerError::Unsupported {
-            file: FILE.into(),
-            what: format!("`{}` is {model:?}", keys::MODEL),
-            hint: "slmpack exports byte-level BPE (\"gpt2\") tokenizers; SentencePiece (\"llama\") export is not implemented".into(),
-        });
-    }
-    let pre_name = m.str(keys::PRE)?.unwrap_or("default");
-    let (pre_tokenizer, ignore_merges) =
+    let spm = match model {
+        "gpt2" => false,
+        "llama" => true,
+        _ => {
+            return Err(TokenizerError::Unsupported {
+                file: FILE.into(),
+                what: format!("`{}` is {model:?}", keys::MODEL),
+                hint: "slmpack exports byte-level BPE (\"gpt2\") and SentencePiece BPE (\"llama\") tokenizers".into(),
+            })
+        }
+    };
+    let (pre_tokenizer, ignore_merges) = if spm {
+        (Json::Null, false)
+    } else {
+        let pre_name = m.str(keys::PRE)?.unwrap_or("default");
         pre::hf_pre_tokenizer(pre_name).ok_or_else(|| TokenizerError::Unsupported {
             file: FILE.into(),
             what: format!("`{}` is {pre_name:?}", keys::PRE),
@@ -148,7 +178,8 @@ pub fn hf_tokenizer_from_metadata(
                 "slmpack can express these llama.cpp pre-tokenizers for Hugging Face: {}",
                 pre::WRITABLE_PRES
             ),
-        })?;
+        })?
+    };
 
     let tokens = m
         .strings(keys::TOKENS, MAX_VOCAB)?
@@ -187,51 +218,25 @@ pub fn hf_tokenizer_from_metadata(
                 .collect::<Result<_, _>>()?
         }
     };
-    let merges = m.strings(keys::MERGES, MAX_MERGES)?.ok_or_else(|| {
-        TokenizerError::field(
-            FILE,
-            keys::MERGES,
-            "is missing",
-            "a byte-level BPE tokenizer needs its merges",
-        )
-    })?;
-
-    // vocabulary: every token at its id (first one wins where two ids share a text)
+    // vocabulary: every token at its id; where two ids share a text the last one wins, as in
+    // llama.cpp's text-to-id map
     let mut vocab = Map::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
-        if !vocab.contains_key(*t) {
-            vocab.insert((*t).to_string(), json!(i));
-        }
+        vocab.insert((*t).to_string(), json!(i));
     }
-    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(merges.len());
-    for (i, mg) in merges.iter().enumerate() {
-        // llama.cpp splits at the first space after the first character
-        let split = mg
-            .char_indices()
-            .skip(1)
-            .find(|(_, c)| *c == ' ')
-            .map(|(p, _)| p);
-        let Some(p) = split else {
-            return Err(TokenizerError::field(
+    let pairs: Vec<(String, String)> = if spm {
+        let scores = m.f32s(keys::SCORES, tokens.len())?.ok_or_else(|| {
+            TokenizerError::field(
                 FILE,
-                format!("{}[{i}]", keys::MERGES),
-                format!("is {mg:?}, not \"a b\""),
-                "",
-            ));
-        };
-        let (a, b) = (&mg[..p], &mg[p + 1..]);
-        for part in [a, b, &format!("{a}{b}")] {
-            if !vocab.contains_key(part) {
-                return Err(TokenizerError::field(
-                    FILE,
-                    format!("{}[{i}]", keys::MERGES),
-                    format!("({mg:?}) uses {part:?}, which is not in `{}`", keys::TOKENS),
-                    "",
-                ));
-            }
-        }
-        pairs.push((a, b));
-    }
+                keys::SCORES,
+                "is missing",
+                "a SentencePiece vocabulary needs its scores",
+            )
+        })?;
+        spm_merges(&tokens, &types, &scores)
+    } else {
+        gpt2_merges(&m, &vocab)?
+    };
     let any_space = pairs
         .iter()
         .any(|(a, b)| a.contains(' ') || b.contains(' '));
@@ -283,7 +288,11 @@ pub fn hf_tokenizer_from_metadata(
         );
     }
 
-    let byte_level_pp = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true});
+    let byte_level_pp = if spm {
+        Json::Null
+    } else {
+        json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true})
+    };
     let post_processor = if add_bos || add_eos {
         let sp = |id: usize, type_id: u32| json!({"SpecialToken": {"id": tokens[id], "type_id": type_id}});
         let seq = |name: &str, type_id: u32| json!({"Sequence": {"id": name, "type_id": type_id}});
@@ -316,36 +325,80 @@ pub fn hf_tokenizer_from_metadata(
                 );
             }
         }
-        json!({"type": "Sequence", "processors": [
-            byte_level_pp,
-            {"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials},
-        ]})
+        let tp = json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials});
+        if spm {
+            tp
+        } else {
+            json!({"type": "Sequence", "processors": [byte_level_pp, tp]})
+        }
     } else {
         byte_level_pp
     };
 
-    let tokenizer_json = json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added_tokens,
-        "normalizer": null,
-        "pre_tokenizer": pre_tokenizer,
-        "post_processor": post_processor,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {
-            "type": "BPE",
-            "dropout": null,
-            "unk_token": null,
-            "continuing_subword_prefix": null,
-            "end_of_word_suffix": null,
-            "fuse_unk": false,
-            "byte_fallback": false,
-            "ignore_merges": ignore_merges,
-            "vocab": vocab,
-            "merges": merges_json,
-        },
-    });
+    let tokenizer_json = if spm {
+        // llama.cpp's SPM tokenizer: spaces escaped as U+2581, one prepended (also after each
+        // special token) when add_space_prefix, byte pieces for what the vocabulary lacks
+        let add_prefix = m.bool(keys::ADD_SPACE_PREFIX)?.unwrap_or(true);
+        let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+        let normalizer = if add_prefix {
+            json!({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u{2581}"}, replace]})
+        } else {
+            replace
+        };
+        let mut decoders = vec![
+            json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+            json!({"type": "ByteFallback"}),
+            json!({"type": "Fuse"}),
+        ];
+        if add_prefix {
+            decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+        }
+        json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added_tokens,
+            "normalizer": normalizer,
+            "pre_tokenizer": null,
+            "post_processor": post_processor,
+            "decoder": {"type": "Sequence", "decoders": decoders},
+            "model": {
+                "type": "BPE",
+                "dropout": null,
+                "unk_token": unk.map(|u| tokens[u]),
+                "continuing_subword_prefix": null,
+                "end_of_word_suffix": null,
+                "fuse_unk": true,
+                "byte_fallback": true,
+                "ignore_merges": false,
+                "vocab": vocab,
+                "merges": merges_json,
+            },
+        })
+    } else {
+        json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added_tokens,
+            "normalizer": null,
+            "pre_tokenizer": pre_tokenizer,
+            "post_processor": post_processor,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {
+                "type": "BPE",
+                "dropout": null,
+                "unk_token": null,
+                "continuing_subword_prefix": null,
+                "end_of_word_suffix": null,
+                "fuse_unk": false,
+                "byte_fallback": false,
+                "ignore_merges": ignore_merges,
+                "vocab": vocab,
+                "merges": merges_json,
+            },
+        })
+    };
 
     let mut tc = Map::new();
     tc.insert("add_bos_token".into(), json!(add_bos));
@@ -386,6 +439,79 @@ pub fn hf_tokenizer_from_metadata(
     })
 }
 
+/// The merges of a byte-level GGUF, checked against the vocabulary.
+fn gpt2_merges(
+    m: &Meta<'_>,
+    vocab: &Map<String, Json>,
+) -> Result<Vec<(String, String)>, TokenizerError> {
+    let merges = m.strings(keys::MERGES, MAX_MERGES)?.ok_or_else(|| {
+        TokenizerError::field(
+            FILE,
+            keys::MERGES,
+            "is missing",
+            "a byte-level BPE tokenizer needs its merges",
+        )
+    })?;
+    let mut pairs = Vec::with_capacity(merges.len());
+    for (i, mg) in merges.iter().enumerate() {
+        // llama.cpp splits at the first space after the first character
+        let split = mg
+            .char_indices()
+            .skip(1)
+            .find(|(_, c)| *c == ' ')
+            .map(|(p, _)| p);
+        let Some(p) = split else {
+            return Err(TokenizerError::field(
+                FILE,
+                format!("{}[{i}]", keys::MERGES),
+                format!("is {mg:?}, not \"a b\""),
+                "",
+            ));
+        };
+        let (a, b) = (&mg[..p], &mg[p + 1..]);
+        for part in [a, b, &format!("{a}{b}")] {
+            if !vocab.contains_key(part) {
+                return Err(TokenizerError::field(
+                    FILE,
+                    format!("{}[{i}]", keys::MERGES),
+                    format!("({mg:?}) uses {part:?}, which is not in `{}`", keys::TOKENS),
+                    "",
+                ));
+            }
+        }
+        pairs.push((a.to_string(), b.to_string()));
+    }
+    Ok(pairs)
+}
+
+/// BPE merges equivalent to llama.cpp's SPM tokenizer, which joins the adjacent pair whose
+/// joined text is a token with the highest score: every split of every normal token into two
+/// normal tokens, ordered by the joined token's score (best first), then by the parts' ids (as
+/// Hugging Face's SentencePiece extractor orders them).
+fn spm_merges(tokens: &[&str], types: &[TokenType], scores: &[f32]) -> Vec<(String, String)> {
+    let mut id_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if types[i] == TokenType::Normal {
+            id_of.insert(t, i);
+        }
+    }
+    let mut cand: Vec<(f32, usize, usize, usize)> = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if types[i] != TokenType::Normal || id_of.get(t) != Some(&i) {
+            continue;
+        }
+        for (k, _) in t.char_indices().skip(1) {
+            if let (Some(&l), Some(&r)) = (id_of.get(&t[..k]), id_of.get(&t[k..])) {
+                cand.push((scores[i], i, l, r));
+            }
+        }
+    }
+    cand.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)).then(a.3.cmp(&b.3)));
+    cand.into_iter()
+        .map(|(_, _, l, r)| (tokens[l].to_string(), tokens[r].to_string()))
+        .collect()
+}
+
 fn chat_template(m: &Meta<'_>) -> Result<Option<Json>, TokenizerError> {
     let default = m.str(keys::CHAT_TEMPLATE)?;
     let names = m.strings(keys::CHAT_TEMPLATES, 1024)?.unwrap_or_default();
@@ -403,4 +529,121 @@ fn chat_template(m: &Meta<'_>) -> Result<Option<Json>, TokenizerError> {
         }
     }
     Ok(Some(Json::Array(list)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slmpack_gguf::ValueType;
+
+    fn meta() -> Vec<(String, Value)> {
+        vec![
+            (keys::MODEL.into(), Value::from("gpt2")),
+            (keys::PRE.into(), Value::from("smollm")),
+            (
+                keys::TOKENS.into(),
+                Value::strings(["<s>", "a", "b", "ab", "<u>", "[PAD5]"]),
+            ),
+            (
+                keys::TOKEN_TYPE.into(),
+                Value::array(ValueType::I32, [3, 1, 1, 1, 4, 5].map(Value::I32).to_vec()),
+            ),
+            (keys::MERGES.into(), Value::strings(["a b"])),
+            (keys::BOS_ID.into(), Value::U32(0)),
+            (keys::ADD_BOS.into(), Value::Bool(true)),
+            (keys::CHAT_TEMPLATE.into(), Value::from("D")),
+            (keys::CHAT_TEMPLATES.into(), Value::strings(["tool_use"])),
+            ("tokenizer.chat_template.tool_use".into(), Value::from("T")),
+        ]
+    }
+
+    fn set(kv: &mut Vec<(String, Value)>, k: &str, v: Value) {
+        kv.retain(|(key, _)| key != k);
+        kv.push((k.into(), v));
+    }
+
+    #[test]
+    fn builds_loadable_files() {
+        let f = hf_tokenizer_from_metadata(&meta()).unwrap();
+        let tj = &f.tokenizer_json;
+        assert_eq!(tj["model"]["vocab"]["ab"], json!(3));
+        assert_eq!(tj["model"]["merges"], json!(["a b"]));
+        assert_eq!(tj["added_tokens"].as_array().unwrap().len(), 2);
+        assert_eq!(tj["added_tokens"][1]["content"], json!("<u>"));
+        assert_eq!(tj["added_tokens"][1]["special"], json!(false));
+        assert_eq!(
+            tj["pre_tokenizer"]["pretokenizers"][0]["type"],
+            json!("Digits")
+        );
+        let pp = &tj["post_processor"]["processors"][1];
+        assert_eq!(pp["single"][0]["SpecialToken"]["id"], json!("<s>"));
+        let tc = &f.tokenizer_config_json;
+        assert_eq!(tc["bos_token"], json!("<s>"));
+        assert_eq!(tc["add_bos_token"], json!(true));
+        assert_eq!(
+            tc["chat_template"],
+            json!([{"name": "default", "template": "D"}, {"name": "tool_use", "template": "T"}])
+        );
+        // the tokenizers crate loads it and adds BOS as the post-processor says
+        let bytes = serde_json::to_vec(tj).unwrap();
+        let tok = tokenizers::Tokenizer::from_bytes(&bytes).unwrap();
+        let enc = tok.encode("ab<u>a", true).unwrap();
+        assert_eq!(enc.get_ids(), &[0, 3, 4, 1]);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_express() {
+        let cases: Vec<(&str, Value, &str)> = vec![
+            (
+                keys::MODEL,
+                Value::from("llama"),
+                "`tokenizer.ggml.scores` is missing",
+            ),
+            (
+                keys::MODEL,
+                Value::from("bert"),
+                "`tokenizer.ggml.model` is \"bert\"",
+            ),
+            (
+                keys::PRE,
+                Value::from("falcon"),
+                "`tokenizer.ggml.pre` is \"falcon\"",
+            ),
+            (
+                keys::MERGES,
+                Value::strings(["a c"]),
+                "uses \"c\", which is not in `tokenizer.ggml.tokens`",
+            ),
+            (keys::MERGES, Value::strings(["ab"]), "not \"a b\""),
+            (
+                keys::TOKEN_TYPE,
+                Value::array(ValueType::I32, vec![Value::I32(1)]),
+                "has 1 entries but there are 6 tokens",
+            ),
+            (
+                keys::TOKEN_TYPE,
+                Value::array(ValueType::I32, [3, 1, 1, 1, 9, 5].map(Value::I32).to_vec()),
+                "is 9, not a token type",
+            ),
+            (
+                keys::BOS_ID,
+                Value::U32(6),
+                "is 6, past the last token id 5",
+            ),
+            (keys::TOKENS, Value::U32(1), "is not an array"),
+        ];
+        for (k, v, want) in cases {
+            let mut kv = meta();
+            set(&mut kv, k, v);
+            let e = hf_tokenizer_from_metadata(&kv).unwrap_err().to_string();
+            assert!(e.contains(want), "{k}: {e}");
+        }
+        let mut kv = meta();
+        kv.retain(|(k, _)| k != keys::MODEL);
+        let e = hf_tokenizer_from_metadata(&kv).unwrap_err().to_string();
+        assert!(
+            e.contains("`tokenizer.ggml.model` is missing") && e.contains("hint:"),
+            "{e}"
+        );
+    }
 }

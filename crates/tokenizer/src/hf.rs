@@ -737,3 +737,326 @@ fn detect_pre(tj: &Json, tj_bytes: &[u8]) -> Result<String, TokenizerError> {
         hint: "pass --pre-tokenizer NAME with the llama.cpp pre-tokenizer this model uses (e.g. gpt-2, smollm, llama-bpe, qwen2)".into(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A tiny byte-level tokenizer.json: "a", "b", "ab", two specials, one user token.
+    fn tiny(merges: Json) -> Json {
+        json!({
+            "version": "1.0",
+            "added_tokens": [
+                {"id": 0, "content": "<|endoftext|>", "special": true},
+                {"id": 4, "content": "<|im_start|>", "special": false},
+                {"id": 5, "content": "<extra>", "special": false},
+                {"id": 7, "content": "\u{2581}sp", "special": false},
+            ],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
+            "decoder": {"type": "ByteLevel"},
+            "model": {"type": "BPE", "vocab": {"<|endoftext|>": 0, "a": 1, "b": 2, "ab": 3, "<|im_start|>": 4},
+                      "merges": merges},
+        })
+    }
+
+    fn write(dir: &Path, name: &str, v: &Json) {
+        fs::write(dir.join(name), serde_json::to_vec(v).unwrap()).unwrap();
+    }
+
+    fn get<'a>(kv: &'a [(String, Value)], k: &str) -> Option<&'a Value> {
+        kv.iter().find(|(key, _)| key == k).map(|(_, v)| v)
+    }
+
+    fn types(kv: &[(String, Value)]) -> Vec<i64> {
+        get(kv, keys::TOKEN_TYPE)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .1
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect()
+    }
+
+    fn opts(n: Option<usize>) -> HfTokenizerOptions {
+        HfTokenizerOptions {
+            vocab_size: n,
+            pre_override: None,
+        }
+    }
+
+    #[test]
+    fn token_types_holes_and_padding() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "tokenizer.json", &tiny(json!(["a b"])));
+        let kv = gguf_metadata_from_hf(d.path(), &opts(Some(10))).unwrap();
+        let toks: Vec<&str> = get(&kv, keys::TOKENS)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .1
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            toks,
+            [
+                "<|endoftext|>",
+                "a",
+                "b",
+                "ab",
+                "<|im_start|>",
+                "<extra>",
+                "[PAD6]",
+                " sp",
+                "[PAD8]",
+                "[PAD9]"
+            ]
+        );
+        // special → CONTROL; non-special that looks special (<|...|>) → CONTROL; other added → USER_DEFINED
+        assert_eq!(types(&kv), [3, 1, 1, 1, 3, 4, 5, 4, 5, 5]);
+        assert_eq!(get(&kv, keys::MODEL).unwrap().as_str(), Some("gpt2"));
+        assert_eq!(get(&kv, keys::PRE).unwrap().as_str(), Some("gpt-2"));
+        // no post-processor adding BOS: say so explicitly
+        assert_eq!(get(&kv, keys::ADD_BOS).unwrap().as_bool(), Some(false));
+        // without vocab_size the list ends at the largest id
+        let kv = gguf_metadata_from_hf(d.path(), &opts(None)).unwrap();
+        assert_eq!(types(&kv).len(), 8);
+    }
+
+    #[test]
+    fn merges_as_strings_or_pairs() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "tokenizer.json", &tiny(json!(["a b"])));
+        let a = gguf_metadata_from_hf(d.path(), &opts(None)).unwrap();
+        write(d.path(), "tokenizer.json", &tiny(json!([["a", "b"]])));
+        let b = gguf_metadata_from_hf(d.path(), &opts(None)).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(get(&a, keys::MERGES).unwrap(), &Value::strings(["a b"]));
+        // a space inside a pair part is written as U+0120, as gguf-py does
+        write(d.path(), "tokenizer.json", &tiny(json!([["a b", "c"]])));
+        let c = gguf_metadata_from_hf(d.path(), &opts(None)).unwrap();
+        assert_eq!(
+            get(&c, keys::MERGES).unwrap(),
+            &Value::strings(["a\u{120}b c"])
+        );
+        for bad in [
+            json!(["ab"]),
+            json!(["a b c"]),
+            json!([["a"]]),
+            json!([1]),
+            json!("a b"),
+        ] {
+            write(d.path(), "tokenizer.json", &tiny(bad.clone()));
+            let e = gguf_metadata_from_hf(d.path(), &opts(None))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("`tokenizer.json`: field `model.merges"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn specials_from_config_files_and_post_processor() {
+        let d = tempfile::tempdir().unwrap();
+        let mut tj = tiny(json!(["a b"]));
+        tj["post_processor"] = json!({"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [], "special_tokens": {}});
+        write(d.path(), "tokenizer.json", &tj);
+        write(
+            d.path(),
+            "tokenizer_config.json",
+            &json!({
+                "bos_token": {"content": "<|im_start|>"}, "eos_token": "<|endoftext|>",
+                "chat_template": [{"name": "default", "template": "D"}, {"name": "tool use", "template": "T"}],
+                "add_prefix_space": true,
+            }),
+        );
+        write(
+            d.path(),
+            "config.json",
+            &json!({"pad_token_id": 5, "unk_token_id": 99}),
+        );
+        let kv = gguf_metadata_from_hf(d.path(), &opts(None)).unwrap();
+        assert_eq!(get(&kv, keys::BOS_ID), Some(&Value::U32(4)));
+        assert_eq!(get(&kv, keys::EOS_ID), Some(&Value::U32(0)));
+        assert_eq!(get(&kv, keys::PAD_ID), Some(&Value::U32(5)));
+        assert_eq!(
+            get(&kv, keys::UNK_ID),
+            None,
+            "id past the vocabulary is skipped"
+        );
+        assert_eq!(get(&kv, keys::ADD_BOS), Some(&Value::Bool(true)));
+        assert_eq!(get(&kv, keys::ADD_SPACE_PREFIX), Some(&Value::Bool(true)));
+        assert_eq!(get(&kv, keys::CHAT_TEMPLATE).unwrap().as_str(), Some("D"));
+        assert_eq!(
+            get(&kv, "tokenizer.chat_template.tool_use")
+                .unwrap()
+                .as_str(),
+            Some("T")
+        );
+        assert_eq!(
+            get(&kv, keys::CHAT_TEMPLATES),
+            Some(&Value::strings(["tool_use"]))
+        );
+        // explicit add_bos_token in tokenizer_config.json wins over the template
+        write(
+            d.path(),
+            "tokenizer_config.json",
+            &json!({"bos_token": "<|im_start|>", "add_bos_token": false}),
+        );
+        let kv = gguf_metadata_from_hf(d.path(), &opts(None)).unwrap();
+        assert_eq!(get(&kv, keys::ADD_BOS), Some(&Value::Bool(false)));
+        // chat_template.jinja when tokenizer_config.json has none
+        fs::write(d.path().join("chat_template.jinja"), "J").unwrap();
+        let kv = gguf_metadata_from_hf(d.path(), &opts(None)).unwrap();
+        assert_eq!(get(&kv, keys::CHAT_TEMPLATE).unwrap().as_str(), Some("J"));
+    }
+
+    #[test]
+    fn sentencepiece_style_llama() {
+        let d = tempfile::tempdir().unwrap();
+        let mut vocab = serde_json::Map::new();
+        for (i, t) in ["<unk>", "<s>", "</s>"].iter().enumerate() {
+            vocab.insert(t.to_string(), json!(i));
+        }
+        for b in 0..256 {
+            vocab.insert(format!("<0x{b:02X}>"), json!(3 + b));
+        }
+        for (i, t) in ["\u{2581}", "a", "b", "\u{2581}a", "ab", "\u{2581}ab"]
+            .iter()
+            .enumerate()
+        {
+            vocab.insert(t.to_string(), json!(259 + i));
+        }
+        write(
+            d.path(),
+            "tokenizer.json",
+            &json!({
+                "added_tokens": [{"id": 0, "content": "<unk>", "special": true}, {"id": 1, "content": "<s>", "special": true},
+                                 {"id": 2, "content": "</s>", "special": true}],
+                "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u{2581}"}, {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]},
+                "pre_tokenizer": null,
+                "decoder": {"type": "Sequence", "decoders": []},
+                "model": {"type": "BPE", "byte_fallback": true, "unk_token": "<unk>", "vocab": vocab,
+                          "merges": ["\u{2581} a", "a b", "\u{2581}a b"]},
+            }),
+        );
+        write(
+            d.path(),
+            "tokenizer_config.json",
+            &json!({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": true}),
+        );
+        let kv = gguf_metadata_from_hf(d.path(), &opts(Some(266))).unwrap();
+        assert_eq!(get(&kv, keys::MODEL).unwrap().as_str(), Some("llama"));
+        let t = types(&kv);
+        assert_eq!(&t[..4], &[3, 3, 3, 6]);
+        assert!(t[3..259].iter().all(|&x| x == 6), "<0xNN> are BYTE");
+        assert_eq!(&t[259..], &[1, 1, 1, 1, 1, 1, 5]);
+        let scores: Vec<f64> = get(&kv, keys::SCORES)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .1
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        // merged pieces score minus their merge rank; single pieces 0; padding -1000
+        assert_eq!(&scores[259..], &[0.0, 0.0, 0.0, 0.0, -1.0, -2.0, -1000.0]);
+        assert_eq!(get(&kv, keys::BOS_ID), Some(&Value::U32(1)));
+        assert_eq!(get(&kv, keys::ADD_BOS), Some(&Value::Bool(true)));
+        assert!(get(&kv, keys::MERGES).is_none());
+    }
+
+    #[test]
+    fn bad_inputs_are_clear_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let e = gguf_metadata_from_hf(d.path(), &opts(None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no `tokenizer.json` in this folder") && e.contains("\n  hint: "),
+            "{e}"
+        );
+        fs::write(d.path().join("tokenizer.json"), b"{\"model\": ").unwrap();
+        let e = gguf_metadata_from_hf(d.path(), &opts(None)).unwrap_err();
+        assert!(matches!(e, TokenizerError::Json { .. }), "{e}");
+        write(
+            d.path(),
+            "tokenizer.json",
+            &json!({"model": {"type": "Unigram", "vocab": []}}),
+        );
+        let e = gguf_metadata_from_hf(d.path(), &opts(None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`model.type` is Unigram") && e.contains("hint:"),
+            "{e}"
+        );
+        let mut tj = tiny(json!(["a b"]));
+        tj["model"]["vocab"]["a"] = json!(-1);
+        write(d.path(), "tokenizer.json", &tj);
+        let e = gguf_metadata_from_hf(d.path(), &opts(None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("field `model.vocab`"), "{e}");
+        let mut tj = tiny(json!(["a b"]));
+        tj["model"]["vocab"]["a"] = json!(MAX_VOCAB);
+        write(d.path(), "tokenizer.json", &tj);
+        let e = gguf_metadata_from_hf(d.path(), &opts(None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than the limit"), "{e}");
+        write(d.path(), "tokenizer.json", &tiny(json!(["a b"])));
+        let e = gguf_metadata_from_hf(d.path(), &opts(Some(3)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "`config.json`: field `vocab_size` is 3 but `tokenizer.json` has token id 7"
+            ),
+            "{e}"
+        );
+        let e = gguf_metadata_from_hf(d.path(), &opts(Some(MAX_VOCAB + 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than the limit"), "{e}");
+        write(d.path(), "tokenizer_config.json", &json!([1, 2]));
+        let e = gguf_metadata_from_hf(d.path(), &opts(None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`tokenizer_config.json`: field `(top level)` is not a JSON object"),
+            "{e}"
+        );
+        fs::remove_file(d.path().join("tokenizer_config.json")).unwrap();
+        // a non-byte-level BPE without byte fallback
+        let mut tj = tiny(json!(["a b"]));
+        tj["pre_tokenizer"] = json!({"type": "Whitespace"});
+        tj["decoder"] = Json::Null;
+        write(d.path(), "tokenizer.json", &tj);
+        let e = gguf_metadata_from_hf(d.path(), &opts(None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unsupported tokenizer"), "{e}");
+    }
+
+    #[test]
+    fn size_cap_checked_before_reading() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("tokenizer.json");
+        let f = fs::File::create(&p).unwrap();
+        f.set_len(MAX_TOKENIZER_JSON_BYTES + 1).unwrap(); // sparse: nothing is allocated
+        let e = gguf_metadata_from_hf(d.path(), &opts(None)).unwrap_err();
+        assert!(matches!(e, TokenizerError::TooLarge { .. }), "{e}");
+        assert!(
+            e.to_string().contains("more than the 67108864-byte limit"),
+            "{e}"
+        );
+    }
+}

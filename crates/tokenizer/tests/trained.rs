@@ -28,7 +28,7 @@ fn python() -> PathBuf {
     p
 }
 
-fn run_py(script: &str, args: &[&Path]) -> String {
+fn run_py<A: AsRef<std::ffi::OsStr>>(script: &str, args: &[A]) -> String {
     let out = Command::new(python())
         .arg("-c")
         .arg(script)
@@ -45,6 +45,7 @@ fn run_py(script: &str, args: &[&Path]) -> String {
 
 const TRAIN: &str = r#"
 import sys, json
+import tokenizers
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
 d = sys.argv[1]
 corpus = [
@@ -54,11 +55,22 @@ corpus = [
     "Caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u00fcber \u6211\u60f3\u5728 apple \u5de5\u4f5c",
     "I've been told he's there, you're sure? We'll see, they'd know.",
 ] * 20
-tok = Tokenizer(models.BPE())
-tok.pre_tokenizer = pre_tokenizers.Sequence([
-    pre_tokenizers.Digits(individual_digits=True),
-    pre_tokenizers.ByteLevel(add_prefix_space=False),
-])
+variant = sys.argv[2] if len(sys.argv) > 2 else "smollm"
+LLAMA3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+QWEN2 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+tok = Tokenizer(models.BPE(ignore_merges=(variant == "llama-bpe")))
+if variant == "smollm":
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+elif variant == "gpt-2":
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+else:
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(tokenizers.Regex(LLAMA3 if variant == "llama-bpe" else QWEN2), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
 tok.decoder = decoders.ByteLevel()
 trainer = trainers.BpeTrainer(
     vocab_size=420,
@@ -311,4 +323,144 @@ fn trained_bytelevel_digits_tokenizer_round_trip() {
     )
     .unwrap();
     assert_eq!(get(&kv3, "tokenizer.ggml.pre").as_str(), Some("gpt-2"));
+}
+
+/// A SentencePiece-style BPE (Llama 2 / TinyLlama layout: `<unk>`, `<s>`, `</s>`, `<0x00>`..
+/// `<0xFF>`, `▁` pieces, byte fallback) trained on the same corpus.
+const TRAIN_SPM: &str = r#"
+import sys, json
+from tokenizers import Tokenizer, models, pre_tokenizers, normalizers, decoders, trainers
+d = sys.argv[1]
+corpus = [
+    "The quick brown fox jumps over the lazy dog 12345 times.",
+    "def main():\n    print('hello world')\n    return 0\n",
+    "Numbers like 3.14159 and 2.71828 appear in 2024 and 1999.",
+    "Caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u00fcber the theory of the thermal theme",
+    "I've been told he's there, you're sure? We'll see, they'd know.",
+] * 20
+specials = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+trainer = trainers.BpeTrainer(vocab_size=520, special_tokens=specials, show_progress=False)
+tok.train_from_iterator(corpus, trainer)
+tok.save(d + "/tokenizer.json")
+j = json.load(open(d + "/tokenizer.json"))
+# as in Llama's tokenizer.json: byte pieces live in the vocabulary only, no pre-tokenizer,
+# the normalizer prepends and escapes spaces
+j["added_tokens"] = [t for t in j["added_tokens"] if not t["content"].startswith("<0x")]
+j["pre_tokenizer"] = None
+j["normalizer"] = {"type": "Sequence", "normalizers": [
+    {"type": "Prepend", "prepend": "\u2581"},
+    {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+j["decoder"] = {"type": "Sequence", "decoders": [
+    {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+    {"type": "ByteFallback"}, {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+json.dump(j, open(d + "/tokenizer.json", "w"))
+json.dump({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": True,
+           "add_eos_token": False}, open(d + "/tokenizer_config.json", "w"))
+"#;
+
+#[test]
+fn trained_sentencepiece_style_tokenizer_matches_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run_py(TRAIN_SPM, &[d]);
+    let texts: Vec<&str> = TEXTS
+        .iter()
+        .copied()
+        .chain([
+            "the theory of the thermal theme",
+            "The quick brown fox jumps over the lazy dog",
+            "unseen words: zyxw qqq \u{10348} \u{1F600}",
+            "print('hello world')\n    return 0",
+        ])
+        .filter(|t| !t.is_empty())
+        .collect();
+    let texts_path = d.join("texts.json");
+    std::fs::write(&texts_path, serde_json::to_vec(&texts).unwrap()).unwrap();
+    let want: Json = serde_json::from_str(&run_py(
+        ENCODE_HF,
+        &[&d.join("tokenizer.json"), &texts_path],
+    ))
+    .unwrap();
+
+    let kv = gguf_metadata_from_hf(d, &HfTokenizerOptions::default()).unwrap();
+    assert_eq!(get(&kv, "tokenizer.ggml.model").as_str(), Some("llama"));
+    assert_eq!(
+        get(&kv, "tokenizer.ggml.add_bos_token").as_bool(),
+        Some(true)
+    );
+    let n_vocab = strs(get(&kv, "tokenizer.ggml.tokens")).len();
+    let gguf = d.join("vocab.gguf");
+    write_vocab_gguf(&gguf, &kv, n_vocab);
+    let cpp: Json = serde_json::from_str(&run_py(ENCODE_CPP, &[&gguf, &texts_path])).unwrap();
+    assert_eq!(cpp, want, "llama.cpp vs tokenizers on {texts:?}");
+
+    // tokenizer.json rebuilt from the metadata (merges from the scores) encodes as the original
+    let files = hf_tokenizer_from_metadata(&kv).unwrap();
+    let back = d.join("back");
+    std::fs::create_dir(&back).unwrap();
+    std::fs::write(
+        back.join("tokenizer.json"),
+        serde_json::to_vec(&files.tokenizer_json).unwrap(),
+    )
+    .unwrap();
+    let got: Json = serde_json::from_str(&run_py(
+        ENCODE_HF,
+        &[&back.join("tokenizer.json"), &texts_path],
+    ))
+    .unwrap();
+    assert_eq!(got, want, "rebuilt SentencePiece-style tokenizer.json");
+    assert_eq!(files.tokenizer_config_json["add_bos_token"], json!(true));
+}
+
+/// The other byte-level pre-tokenizers slmpack writes back (llama.cpp's GPT2, LLAMA3 and QWEN2
+/// regexes): trained tokenizers of each are recognised, llama.cpp tokenizes like `tokenizers`
+/// from the converted metadata, and the rebuilt tokenizer.json encodes like the original.
+#[test]
+fn trained_gpt2_llama3_qwen2_pre_tokenizers() {
+    let texts: Vec<&str> = TEXTS
+        .iter()
+        .copied()
+        .chain([
+            "1234567 12 3.14159 x1000000",
+            "HELLO World's THEY'LL 'Ve",
+            "a\n\n\n  b \r\n\r\n c   \t d",
+            "\u{0661}\u{0662}\u{0663} \u{00bd} \u{2167}",
+        ])
+        .collect();
+    for variant in ["gpt-2", "llama-bpe", "qwen2"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        run_py(TRAIN, &[d.as_os_str(), variant.as_ref()]);
+        let texts_path = d.join("texts.json");
+        std::fs::write(&texts_path, serde_json::to_vec(&texts).unwrap()).unwrap();
+        let want: Json = serde_json::from_str(&run_py(
+            ENCODE_HF,
+            &[&d.join("tokenizer.json"), &texts_path],
+        ))
+        .unwrap();
+        let kv = gguf_metadata_from_hf(d, &HfTokenizerOptions::default()).unwrap();
+        assert_eq!(get(&kv, "tokenizer.ggml.pre").as_str(), Some(variant));
+        let n_vocab = strs(get(&kv, "tokenizer.ggml.tokens")).len();
+        let gguf = d.join("vocab.gguf");
+        write_vocab_gguf(&gguf, &kv, n_vocab);
+        let cpp: Json = serde_json::from_str(&run_py(ENCODE_CPP, &[&gguf, &texts_path])).unwrap();
+        assert_eq!(cpp, want, "{variant}: llama.cpp vs tokenizers");
+
+        let files = hf_tokenizer_from_metadata(&kv).unwrap();
+        let back = d.join("back");
+        std::fs::create_dir(&back).unwrap();
+        std::fs::write(
+            back.join("tokenizer.json"),
+            serde_json::to_vec(&files.tokenizer_json).unwrap(),
+        )
+        .unwrap();
+        let got: Json = serde_json::from_str(&run_py(
+            ENCODE_HF,
+            &[&back.join("tokenizer.json"), &texts_path],
+        ))
+        .unwrap();
+        assert_eq!(got, want, "{variant}: rebuilt tokenizer.json");
+    }
 }

@@ -1,2 +1,3 @@
+pub mod export;
 pub mod inspect;
 pub mod quantize;
