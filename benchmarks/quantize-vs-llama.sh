@@ -24,39 +24,42 @@ F16="$WORK/smollm2-135m-f16.gguf"
 
 declare -A LLAMA_FTYPE=([q8_0]=7 [q4_0]=2 [q4_k_m]=15)
 
-measure() { # name, command... -> "seconds kib"
-  local best_s="" best_k=""
+measure() { # command... -> "wall_seconds kib cpu_seconds" (best of RUNS each)
+  local best_s="" best_k="" best_c=""
   for _ in $(seq "$RUNS"); do
     /usr/bin/time -v "$@" >/dev/null 2>"$WORK/time.txt"
-    local wall kib s
+    local wall kib s c
     wall=$(grep "Elapsed (wall clock)" "$WORK/time.txt" | awk '{print $NF}')
+    c=$(awk -F: '/User time|System time/ {t += $2} END {print t}' "$WORK/time.txt")
+    if [ -z "$best_c" ] || awk "BEGIN{exit !($c < $best_c)}"; then best_c=$c; fi
     kib=$(grep "Maximum resident set size" "$WORK/time.txt" | awk '{print $NF}')
     s=$(echo "$wall" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
     if [ -z "$best_s" ] || awk "BEGIN{exit !($s < $best_s)}"; then best_s=$s; fi
     if [ -z "$best_k" ] || [ "$kib" -lt "$best_k" ]; then best_k=$kib; fi
   done
-  echo "$best_s $best_k"
+  echo "$best_s $best_k $best_c"
 }
 
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; threads: $THREADS; best of $RUNS"
 echo "slmpack: $("$BIN" --version); llama.cpp via llama-cpp-python $("$PY" -c 'import llama_cpp; print(llama_cpp.__version__)')"
 echo "input: $F16 ($(stat -c %s "$F16") bytes)"
-read -r py_s py_k < <(measure "$PY" -c "import llama_cpp")
-echo "python + import llama_cpp alone: ${py_s}s, $((py_k / 1024)) MiB (included in the llama.cpp numbers below)"
+read -r py_s py_k py_c < <(measure "$PY" -c "import llama_cpp")
+echo "python + import llama_cpp alone: ${py_s}s wall, ${py_c}s CPU, $((py_k / 1024)) MiB (included in the llama.cpp numbers below)"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| type | slmpack s | llama.cpp s | speed-up | slmpack peak RSS MiB | llama.cpp peak RSS MiB | RSS ratio | sizes equal |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| type | slmpack wall s | llama.cpp wall s | wall speed-up | slmpack CPU s | llama.cpp CPU s | CPU ratio | slmpack peak RSS MiB | llama.cpp peak RSS MiB | RSS ratio | sizes equal |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for t in q8_0 q4_0 q4_k_m; do
   ours="$WORK/slmpack-$t.gguf"
   theirs="$WORK/llama-$t.gguf"
-  read -r s_s s_k < <(measure "$BIN" quantize "$F16" --type "$t" -o "$ours" -q -j "$THREADS")
-  read -r l_s l_k < <(measure "$PY" -c "
+  read -r s_s s_k s_c < <(measure "$BIN" quantize "$F16" --type "$t" -o "$ours" -q -j "$THREADS")
+  read -r l_s l_k l_c < <(measure "$PY" -c "
 import ctypes, llama_cpp
 p = llama_cpp.llama_model_quantize_default_params()
 p.ftype = ${LLAMA_FTYPE[$t]}
 p.nthread = $THREADS
 raise SystemExit(llama_cpp.llama_model_quantize(b'$F16', b'$theirs', ctypes.byref(p)))")
   same=$([ "$(stat -c %s "$ours")" = "$(stat -c %s "$theirs")" ] && echo yes || echo no)
-  awk -v t="$t" -v ss="$s_s" -v ls="$l_s" -v sk="$s_k" -v lk="$l_k" -v same="$same" 'BEGIN {
-    printf "| %s | %.2f | %.2f | %.1fx | %.0f | %.0f | %.2f | %s |\n", t, ss, ls, ls/ss, sk/1024, lk/1024, sk/lk, same }'
+  awk -v t="$t" -v ss="$s_s" -v ls="$l_s" -v sc="$s_c" -v lc="$l_c" -v sk="$s_k" -v lk="$l_k" -v same="$same" 'BEGIN {
+    printf "| %s | %.2f | %.2f | %.1fx | %.2f | %.2f | %.1fx | %.0f | %.0f | %.2f | %s |\n", t, ss, ls, ls/ss, sc, lc, lc/sc, sk/1024, lk/1024, sk/lk, same }'
 done
