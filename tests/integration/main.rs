@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 
 mod export;
 mod manifest;
+mod quantize;
 
 /// Run the built `slmpack` with `args`.
 pub fn slmpack(args: &[&str]) -> Output {

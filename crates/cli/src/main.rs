@@ -33,6 +33,8 @@ enum Command {
     Device(cmd::device::Args),
     /// Write a key-rotation statement signed by the old and the new key.
     Rotate(cmd::rotate::Args),
+    /// Quantize a checkpoint or GGUF into llama.cpp GGUF files: one per recipe tier, or one --type.
+    Quantize(cmd::quantize::Args),
     /// Export a GGUF as a Hugging Face checkpoint (safetensors, config.json, tokenizer.json).
     Export(cmd::export::Args),
 }
@@ -46,6 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Select(a) => cmd::select::run(a),
         Command::Device(a) => cmd::device::run(a),
         Command::Rotate(a) => cmd::rotate::run(a),
+        Command::Quantize(a) => cmd::quantize::run(a),
         Command::Export(a) => cmd::export::run(a),
     }
 }

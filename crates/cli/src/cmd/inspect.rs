@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// A .gguf file, a .safetensors file or a Hugging Face checkpoint folder.
@@ -14,8 +12,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let f = slmpack_gguf::GgufFile::open(&a.path)
-        .with_context(|| format!("inspecting `{}`", a.path.display()))?;
-    println!("{} tensors, {} keys", f.tensors.len(), f.metadata.len());
+    let r = slmpack_convert::inspect::inspect(&a.path)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", slmpack_convert::inspect::render_text(&r));
+    }
     Ok(())
 }

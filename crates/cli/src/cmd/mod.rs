@@ -2,6 +2,7 @@ pub mod device;
 pub mod export;
 pub mod inspect;
 pub mod keygen;
+pub mod quantize;
 pub mod rotate;
 pub mod select;
 pub mod sign;
