@@ -76,7 +76,7 @@ impl<'a> Weights<'a> {
             return Err(KernelError::UnsupportedType(self.ty));
         }
         let block = self.ty.block_size();
-        if self.cols % block != 0 {
+        if !self.cols.is_multiple_of(block) {
             return Err(KernelError::RowLength {
                 ty: self.ty,
                 block,
@@ -168,6 +168,12 @@ struct Out(*mut f32);
 // SAFETY: tasks write disjoint elements, and the borrow of `ys` outlives the parallel section.
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
+impl Out {
+    /// A method (not a field access) so closures capture the whole `Send` wrapper.
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
 
 /// [`gemm`] with the kernels of a given instruction set (tests, benchmarks).
 ///
@@ -211,7 +217,6 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
             let out = Out(ys.as_mut_ptr());
             let n_chunks = rows.div_ceil(chunk);
             (0..n_chunks).into_par_iter().for_each(|c| {
-                let out = out;
                 let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
                 // weight rows of this chunk stay in cache while every token streams past
                 for t in 0..n_tokens {
@@ -220,7 +225,7 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
                         let wr = &w.data[r * wrb..(r + 1) * wrb];
                         // SAFETY: full rows; CPU runs `isa`; index t*rows+r < ys.len() and
                         // belongs to this chunk only.
-                        unsafe { *out.0.add(t * rows + r) = f(cols, wr.as_ptr(), a.as_ptr()) };
+                        unsafe { *out.at(t * rows + r) = f(cols, wr.as_ptr(), a.as_ptr()) };
                     }
                 }
             });

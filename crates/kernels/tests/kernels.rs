@@ -36,7 +36,7 @@ fn gen(dist: u8, n: usize, seed: u64) -> Vec<f32> {
             1 => (r.uni() + r.uni() + r.uni() + r.uni()) * 0.8,
             2 => {
                 let v = (r.uni() + r.uni()) * 0.5;
-                if r.next() % 100 == 0 {
+                if r.next().is_multiple_of(100) {
                     v * 25.0
                 } else {
                     v
