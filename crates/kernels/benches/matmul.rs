@@ -20,10 +20,14 @@ const SHAPES: [(usize, usize); 4] = [(576, 576), (576, 1536), (1536, 576), (576,
 const PREFILL_TOKENS: usize = 64;
 
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
         })
         .collect()
@@ -74,7 +78,9 @@ fn bench(c: &mut Criterion) {
             }
             let mut g = c.benchmark_group(format!("gemm{PREFILL_TOKENS}/{}", ty.name()));
             g.sample_size(10);
-            g.throughput(Throughput::Elements((2 * rows * cols * PREFILL_TOKENS) as u64));
+            g.throughput(Throughput::Elements(
+                (2 * rows * cols * PREFILL_TOKENS) as u64,
+            ));
             let xs = data(cols * PREFILL_TOKENS, 3);
             let mut ys = vec![0f32; rows * PREFILL_TOKENS];
             for isa in available_isas() {
