@@ -4,7 +4,16 @@
 
 use std::arch::x86_64::*;
 
-use crate::{k4_scales_mins, rd_f16, rd_f32, rd_u32, DotFn, GgmlType};
+use crate::{k4_scales_mins, rd_f32, rd_u32, DotFn, GgmlType};
+
+/// An f16 at `p` (unaligned) to f32 with F16C, inline (the `half` crate's conversion is an
+/// out-of-line call with a run-time feature check).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rd_f16(p: *const u8) -> f32 {
+    let bits = u16::from_le_bytes(p.cast::<[u8; 2]>().read_unaligned());
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
 
 const Q4_0: usize = 18;
 const Q4_1: usize = 20;
@@ -36,7 +45,7 @@ pub fn kernel(ty: GgmlType) -> Option<DotFn> {
 }
 
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn hsum_float_8(x: __m256) -> f32 {
     let mut r = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
     r = _mm_add_ps(r, _mm_movehl_ps(r, r));
@@ -46,21 +55,21 @@ unsafe fn hsum_float_8(x: __m256) -> f32 {
 
 /// Sums pairs of i16 lanes into i32 lanes, as floats.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn sum_i16_pairs_float(x: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_madd_epi16(x, _mm256_set1_epi16(1)))
 }
 
 /// Unsigned `ax` times signed `sy`, summed in groups of four, as floats.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
     sum_i16_pairs_float(_mm256_maddubs_epi16(ax, sy))
 }
 
 /// Signed `x` times signed `y`, summed in groups of four, as floats.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
     let ax = _mm256_sign_epi8(x, x);
     let sy = _mm256_sign_epi8(y, x);
@@ -69,7 +78,7 @@ unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
 
 /// 16 bytes of nibbles to 32 bytes: low nibbles first, then high nibbles.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn bytes_from_nibbles_32(p: *const u8) -> __m256i {
     let tmp = _mm_loadu_si128(p.cast());
     let bytes = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(tmp), _mm_srli_epi16::<4>(tmp));
@@ -78,7 +87,7 @@ unsafe fn bytes_from_nibbles_32(p: *const u8) -> __m256i {
 
 /// 32 bits to 32 bytes, 0xFF where the bit is set.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn bytes_from_bits_32(x32: u32) -> __m256i {
     let shuf_mask = _mm256_set_epi64x(
         0x0303030303030303,
@@ -93,7 +102,7 @@ unsafe fn bytes_from_bits_32(x32: u32) -> __m256i {
 }
 
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn load(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p.cast())
 }
@@ -152,7 +161,7 @@ pub unsafe fn vec_dot_f16(n: usize, x: *const u8, y: *const u8) -> f32 {
 }
 
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn bf16x8(p: *const u8) -> __m256 {
     _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
         _mm_loadu_si128(p.cast()),
@@ -298,7 +307,7 @@ pub unsafe fn vec_dot_q5_1_q8_1(n: usize, x: *const u8, y: *const u8) -> f32 {
 
 /// The mins term of Q4_K/Q5_K: `sum_j bsums[j] * mins[j / 2]`.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn k4_mins_dot(bsums: *const u8, mins: &[u8; 8]) -> i32 {
     let q8sums = load(bsums);
     let q8s = _mm_hadd_epi16(
@@ -403,7 +412,7 @@ pub unsafe fn vec_dot_q5_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
 
 /// Two Q6_K scales (i8) widened to 8 i16 lanes each, as one 256-bit vector.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn scale_pair(s: *const u8, k: usize) -> __m256i {
     let lo = *s.add(k) as i8 as i16;
     let hi = *s.add(k + 1) as i8 as i16;
