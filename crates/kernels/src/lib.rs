@@ -353,6 +353,7 @@ pub(crate) fn k4_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
 }
 
 #[inline(always)]
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 pub(crate) unsafe fn rd_f16(p: *const u8) -> f32 {
     half::f16::from_bits(u16::from_le_bytes(p.cast::<[u8; 2]>().read_unaligned())).to_f32()
 }
