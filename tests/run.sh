@@ -10,3 +10,4 @@ cargo build --workspace --bins
 export SLMPACK_BIN="$PWD/target/debug/slmpack"
 cargo test --workspace
 "$SLMPACK_PYTHON" -m pytest -q tests/oracle
+bash tests/aarch64.sh

@@ -1,0 +1,97 @@
+//! Matrix-vector (decode) and matrix-matrix (prefill, 64 tokens) throughput per weight type and
+//! instruction set on SmolLM2-135M shapes (`cols x rows`: 576x576 attention, 576x1536 up/gate,
+//! 1536x576 down, 576x49152 output).
+//!
+//! gemv reports bytes of weights streamed per second (GB/s); gemm reports "elements" per
+//! second, where one element is one floating-point operation (2 * rows * cols * tokens), so
+//! `Gelem/s` reads as GFLOP/s.
+//!
+//! `SLMPACK_BENCH_TYPES=q4_0,q8_0` restricts the weight types (default: all); the 576x49152
+//! gemm runs only with `SLMPACK_BENCH_FULL=1` (seconds per iteration on the scalar path).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use slmpack_kernels::{
+    available_isas, gemm_isa, gemv_isa, isa_report, GgmlType, Weights, WEIGHT_TYPES,
+};
+
+const SHAPES: [(usize, usize); 4] = [(576, 576), (576, 1536), (1536, 576), (576, 49152)];
+const PREFILL_TOKENS: usize = 64;
+
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
+        })
+        .collect()
+}
+
+fn types() -> Vec<GgmlType> {
+    match std::env::var("SLMPACK_BENCH_TYPES") {
+        Ok(list) => list
+            .split(',')
+            .map(|t| {
+                GgmlType::from_name(t.trim())
+                    .unwrap_or_else(|| panic!("SLMPACK_BENCH_TYPES: unknown type `{t}`"))
+            })
+            .collect(),
+        Err(_) => WEIGHT_TYPES.to_vec(),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    eprintln!("{}", isa_report());
+    let full = std::env::var_os("SLMPACK_BENCH_FULL").is_some();
+    for ty in types() {
+        for &(cols, rows) in &SHAPES {
+            if !cols.is_multiple_of(ty.block_size()) {
+                continue; // K-quants need rows of a multiple of 256
+            }
+            let wf = data(rows * cols, 1);
+            let mut wq = vec![0u8; rows * slmpack_kernels::row_bytes(ty, cols)];
+            slmpack_quant::quantize(ty, &wf, cols, &mut wq).expect("quantize weights");
+            drop(wf);
+            let w = Weights::new(ty, rows, cols, &wq).expect("weights");
+            let shape = format!("{cols}x{rows}");
+
+            let mut g = c.benchmark_group(format!("gemv/{}", ty.name()));
+            g.sample_size(10);
+            g.throughput(Throughput::Bytes(wq.len() as u64));
+            let x = data(cols, 2);
+            let mut y = vec![0f32; rows];
+            for isa in available_isas() {
+                g.bench_function(BenchmarkId::new(isa.name(), &shape), |b| {
+                    b.iter(|| gemv_isa(isa, &w, black_box(&x), &mut y))
+                });
+            }
+            g.finish();
+
+            if rows > 4096 && !full {
+                continue;
+            }
+            let mut g = c.benchmark_group(format!("gemm{PREFILL_TOKENS}/{}", ty.name()));
+            g.sample_size(10);
+            g.throughput(Throughput::Elements(
+                (2 * rows * cols * PREFILL_TOKENS) as u64,
+            ));
+            let xs = data(cols * PREFILL_TOKENS, 3);
+            let mut ys = vec![0f32; rows * PREFILL_TOKENS];
+            for isa in available_isas() {
+                g.bench_function(BenchmarkId::new(isa.name(), &shape), |b| {
+                    b.iter(|| gemm_isa(isa, &w, black_box(&xs), PREFILL_TOKENS, &mut ys))
+                });
+            }
+            g.finish();
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

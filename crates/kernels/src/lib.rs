@@ -1,0 +1,424 @@
+//! Quantized dot products and matrix products over ggml block formats.
+//!
+//! Weights stay in their GGUF encoding (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K,
+//! Q6_K); activations are converted once per call to the type ggml pairs with each weight type
+//! ([`act_type`]): Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1 (their `s` field carries the block
+//! sum that the weights' offset `m` multiplies), Q8_K for the K-quants, and, as ggml's
+//! `vec_dot_f16`/`vec_dot_bf16` do, F16 for F16 weights and BF16 for BF16 weights (F32 stays F32).
+//!
+//! Every dot product exists as a scalar reference ([`scalar`], written after ggml's generic code in
+//! `ggml-cpu/quants.c`, names kept: `vec_dot_q4_0_q8_0` is `ggml_vec_dot_q4_0_q8_0`) and as SIMD
+//! versions: AVX2+FMA+F16C on x86_64 ([`x86`]), NEON and NEON+dotprod on aarch64 ([`arm`]).
+//! The instruction set is chosen at run time, once ([`isa`]), and can be forced with the
+//! `SLMPACK_ISA` environment variable (`scalar|avx2|avx512|avx512vnni|neon|dotprod`); a request this
+//! CPU or this build cannot serve prints a warning to stderr and falls back to the best available
+//! set, so no request can lead to an illegal instruction.
+//!
+//! AVX-512 (and VNNI) are detected and reported but have no kernels in this build: such CPUs run
+//! the AVX2 kernels.
+//!
+//! [`gemv`] (decode, one token) and [`gemm`] (prefill, several tokens) quantize the activations
+//! once per call into reusable per-thread scratch memory and split the weight rows over rayon's
+//! pool.
+
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::sync::OnceLock;
+
+pub use slmpack_gguf::GgmlType;
+
+#[cfg(target_arch = "aarch64")]
+pub mod arm;
+pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+mod matmul;
+pub use matmul::{gemm, gemm_isa, gemv, gemv_isa, KernelError, Weights};
+
+/// An instruction set the kernels can run with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Isa {
+    /// Portable Rust, the reference (ggml's generic code).
+    Scalar,
+    /// x86_64 AVX2 with FMA and F16C.
+    Avx2,
+    /// x86_64 AVX-512 F/BW/VL (detected and reported; no kernels in this build).
+    Avx512,
+    /// x86_64 AVX-512 with VNNI (detected and reported; no kernels in this build).
+    Avx512Vnni,
+    /// aarch64 Advanced SIMD.
+    Neon,
+    /// aarch64 Advanced SIMD with the dot-product extension (`sdot`).
+    Dotprod,
+}
+
+impl Isa {
+    /// Every instruction set, in the order of preference from least to most capable per arch.
+    pub const ALL: [Isa; 6] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Vnni,
+        Isa::Neon,
+        Isa::Dotprod,
+    ];
+
+    /// Lower-case name, as accepted by `SLMPACK_ISA`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Avx512Vnni => "avx512vnni",
+            Isa::Neon => "neon",
+            Isa::Dotprod => "dotprod",
+        }
+    }
+
+    /// Parses a name as written by [`Isa::name`] (case-insensitive).
+    pub fn from_name(s: &str) -> Option<Isa> {
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.name().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// True if this CPU can execute this instruction set.
+    pub fn cpu_has(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                Isa::Avx2.cpu_has()
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                Isa::Avx512.cpu_has() && std::arch::is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Dotprod => {
+                std::arch::is_aarch64_feature_detected!("neon")
+                    && std::arch::is_aarch64_feature_detected!("dotprod")
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// True if this build has kernels for this instruction set (AVX-512 has none yet).
+    pub const fn has_kernels(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => cfg!(target_arch = "x86_64"),
+            Isa::Avx512 | Isa::Avx512Vnni => false,
+            Isa::Neon | Isa::Dotprod => cfg!(target_arch = "aarch64"),
+        }
+    }
+
+    /// True if kernels for this set exist and this CPU runs them.
+    pub fn usable(self) -> bool {
+        self.has_kernels() && self.cpu_has()
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The instruction sets this CPU supports, whether or not this build has kernels for them.
+pub fn detected_isas() -> Vec<Isa> {
+    Isa::ALL.into_iter().filter(|i| i.cpu_has()).collect()
+}
+
+/// The instruction sets whose kernels can run here, `Scalar` first (for tests and benchmarks).
+pub fn available_isas() -> Vec<Isa> {
+    Isa::ALL.into_iter().filter(|i| i.usable()).collect()
+}
+
+fn best_isa() -> Isa {
+    available_isas().into_iter().last().unwrap_or(Isa::Scalar)
+}
+
+/// Resolves an `SLMPACK_ISA` request against what can run here: the chosen set and, if the
+/// request could not be honoured, the warning to print.
+pub fn resolve_isa(request: Option<&str>) -> (Isa, Option<String>) {
+    let best = best_isa();
+    let Some(req) = request.map(str::trim).filter(|r| !r.is_empty()) else {
+        return (best, None);
+    };
+    match Isa::from_name(req) {
+        None => (
+            best,
+            Some(format!(
+                "warning: `SLMPACK_ISA={req}` is not an instruction set; using `{best}`\n  hint: use one of scalar, avx2, avx512, avx512vnni, neon, dotprod"
+            )),
+        ),
+        Some(i) if i.usable() => (i, None),
+        Some(i) if i.cpu_has() => (
+            best,
+            Some(format!(
+                "warning: `SLMPACK_ISA={req}`: this build has no `{i}` kernels; using `{best}`"
+            )),
+        ),
+        Some(i) => (
+            best,
+            Some(format!(
+                "warning: `SLMPACK_ISA={req}`: this CPU does not support `{i}`; using `{best}`"
+            )),
+        ),
+    }
+}
+
+static ISA: OnceLock<Isa> = OnceLock::new();
+
+/// The instruction set [`gemv`]/[`gemm`] use: the best one available, or the `SLMPACK_ISA`
+/// override; decided on the first call and cached.
+pub fn isa() -> Isa {
+    *ISA.get_or_init(|| {
+        let req = std::env::var("SLMPACK_ISA").ok();
+        let (isa, warning) = resolve_isa(req.as_deref());
+        if let Some(w) = warning {
+            eprintln!("{w}");
+        }
+        isa
+    })
+}
+
+/// One line for `-v` output and benchmark reports, e.g.
+/// `kernels: avx2 (cpu: scalar avx2; forced by SLMPACK_ISA: no)`.
+pub fn isa_report() -> String {
+    let cpu: Vec<&str> = detected_isas().iter().map(|i| i.name()).collect();
+    let forced = std::env::var("SLMPACK_ISA").is_ok();
+    let mut s = format!(
+        "kernels: {} (cpu: {}; forced by SLMPACK_ISA: {})",
+        isa(),
+        cpu.join(" "),
+        if forced { "yes" } else { "no" }
+    );
+    if detected_isas().iter().any(|i| !i.has_kernels()) {
+        s.push_str("; avx512 kernels not built, avx2 used");
+    }
+    s
+}
+
+/// The weight types with dot products here.
+pub const WEIGHT_TYPES: [GgmlType; 11] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// True if [`vec_dot`], [`gemv`] and [`gemm`] accept weights of type `ty`.
+pub fn supports(ty: GgmlType) -> bool {
+    WEIGHT_TYPES.contains(&ty)
+}
+
+/// The activation type ggml pairs with weight type `w` (its `vec_dot_type`), or `None` if `w` has
+/// no kernel here.
+pub fn act_type(w: GgmlType) -> Option<GgmlType> {
+    Some(match w {
+        GgmlType::F32 => GgmlType::F32,
+        GgmlType::F16 => GgmlType::F16,
+        GgmlType::BF16 => GgmlType::BF16,
+        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => GgmlType::Q8_0,
+        GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q8_1,
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => GgmlType::Q8_K,
+        _ => return None,
+    })
+}
+
+/// Bytes of `n` elements of type `ty` (`n` a multiple of its block size).
+pub fn row_bytes(ty: GgmlType, n: usize) -> usize {
+    ty.row_bytes(n as u64)
+        .expect("row length is a multiple of the block size") as usize
+}
+
+/// Converts one row of activations `x` to `act` (one of [`act_type`]'s results), writing
+/// `row_bytes(act, x.len())` bytes to `dst`.
+///
+/// # Panics
+/// If `act` is not an activation type, `x.len()` is not a multiple of its block size or `dst`
+/// has the wrong size.
+pub fn quantize_act(act: GgmlType, x: &[f32], dst: &mut [u8]) {
+    assert_eq!(dst.len(), row_bytes(act, x.len()), "activation buffer size");
+    match act {
+        GgmlType::F32 => dst.copy_from_slice(bytemuck::cast_slice(x)),
+        GgmlType::F16 => {
+            for (d, &v) in dst.chunks_exact_mut(2).zip(x) {
+                d.copy_from_slice(&slmpack_quant::fp32_to_fp16(v).to_bits().to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for (d, &v) in dst.chunks_exact_mut(2).zip(x) {
+                d.copy_from_slice(&slmpack_quant::fp32_to_bf16(v).to_bits().to_le_bytes());
+            }
+        }
+        GgmlType::Q8_0 | GgmlType::Q8_1 | GgmlType::Q8_K => {
+            slmpack_quant::quantize_row(act, x, dst).expect("sizes checked above")
+        }
+        other => panic!("`{other}` is not an activation type"),
+    }
+}
+
+/// A dot-product kernel: `n` elements of weights at `x` against activations at `y`.
+///
+/// # Safety
+/// `x` must point to `row_bytes(w, n)` readable bytes and `y` to `row_bytes(act_type(w), n)`
+/// readable bytes (no alignment needed), `n` a multiple of the block size, and the CPU must
+/// support the kernel's instruction set.
+pub type DotFn = unsafe fn(n: usize, x: *const u8, y: *const u8) -> f32;
+
+/// The kernel for weights `ty` on `isa`, if this build has one.
+pub fn kernel(isa: Isa, ty: GgmlType) -> Option<DotFn> {
+    match isa {
+        Isa::Scalar => scalar::kernel(ty),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::kernel(ty),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => arm::kernel(ty, false),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Dotprod => arm::kernel(ty, true),
+        _ => None,
+    }
+}
+
+/// Dot product of `n` weights `w` (type `ty`) with activations `act` (type `act_type(ty)`,
+/// e.g. from [`quantize_act`]) on instruction set `isa`.
+///
+/// # Panics
+/// If `ty` has no kernel, `isa` cannot run here ([`Isa::usable`]), `n` is not a multiple of the
+/// block size or a buffer is too short.
+pub fn vec_dot(isa: Isa, ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> f32 {
+    let at = act_type(ty).unwrap_or_else(|| panic!("no dot product for `{ty}` weights"));
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    assert_eq!(
+        n % ty.block_size(),
+        0,
+        "`n` is a multiple of the block size"
+    );
+    assert!(w.len() >= row_bytes(ty, n), "weight row too short");
+    assert!(act.len() >= row_bytes(at, n), "activation row too short");
+    let f = kernel(isa, ty).expect("usable isa has every kernel");
+    // SAFETY: buffer lengths checked above, CPU support checked by `usable`.
+    unsafe { f(n, w.as_ptr(), act.as_ptr()) }
+}
+
+/// Decodes ggml's packed 6-bit scales and mins of Q4_K/Q5_K (the `utmp` dance in ggml).
+#[inline(always)]
+pub(crate) fn k4_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    const KMASK1: u32 = 0x3f3f3f3f;
+    const KMASK2: u32 = 0x0f0f0f0f;
+    const KMASK3: u32 = 0x03030303;
+    let mut utmp = [
+        u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
+        u32::from_le_bytes([s[4], s[5], s[6], s[7]]),
+        u32::from_le_bytes([s[8], s[9], s[10], s[11]]),
+        0,
+    ];
+    utmp[3] = ((utmp[2] >> 4) & KMASK2) | (((utmp[1] >> 6) & KMASK3) << 4);
+    let uaux = utmp[1] & KMASK1;
+    utmp[1] = (utmp[2] & KMASK2) | (((utmp[0] >> 6) & KMASK3) << 4);
+    utmp[2] = uaux;
+    utmp[0] &= KMASK1;
+    let a = utmp[0].to_le_bytes();
+    let b = utmp[1].to_le_bytes();
+    let c = utmp[2].to_le_bytes();
+    let d = utmp[3].to_le_bytes();
+    (
+        [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]],
+        [c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3]],
+    )
+}
+
+#[inline(always)]
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+pub(crate) unsafe fn rd_f16(p: *const u8) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes(p.cast::<[u8; 2]>().read_unaligned())).to_f32()
+}
+
+#[inline(always)]
+pub(crate) unsafe fn rd_f32(p: *const u8) -> f32 {
+    f32::from_le_bytes(p.cast::<[u8; 4]>().read_unaligned())
+}
+
+#[inline(always)]
+pub(crate) unsafe fn rd_u32(p: *const u8) -> u32 {
+    u32::from_le_bytes(p.cast::<[u8; 4]>().read_unaligned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isa_names_round_trip() {
+        for i in Isa::ALL {
+            assert_eq!(Isa::from_name(i.name()), Some(i));
+        }
+        assert_eq!(Isa::from_name(" AVX2 "), Some(Isa::Avx2));
+        assert_eq!(Isa::from_name("sse"), None);
+    }
+
+    #[test]
+    fn resolve_isa_falls_back_with_warnings() {
+        let best = *available_isas().last().unwrap();
+        assert_eq!(resolve_isa(None), (best, None));
+        assert_eq!(resolve_isa(Some("")), (best, None));
+        assert_eq!(resolve_isa(Some("scalar")), (Isa::Scalar, None));
+        let (i, w) = resolve_isa(Some("mmx"));
+        assert_eq!(i, best);
+        assert!(w
+            .unwrap()
+            .contains("`SLMPACK_ISA=mmx` is not an instruction set"));
+        // avx512 never has kernels in this build; neon/dotprod never on x86 and vice versa.
+        let (i, w) = resolve_isa(Some("avx512"));
+        assert_eq!(i, best);
+        assert!(w.is_some());
+        let foreign = if cfg!(target_arch = "x86_64") {
+            "neon"
+        } else {
+            "avx2"
+        };
+        let (i, w) = resolve_isa(Some(foreign));
+        assert_eq!(i, best);
+        assert!(w.unwrap().contains("does not support"));
+        assert!(isa_report().starts_with("kernels: "));
+    }
+
+    #[test]
+    fn k4_scale_decoding_matches_get_scale_min_k4() {
+        let mut s = [0u8; 12];
+        for seed in 0..64u32 {
+            for (i, b) in s.iter_mut().enumerate() {
+                *b = (seed.wrapping_mul(2654435761).rotate_left(i as u32 * 3) >> 7) as u8;
+            }
+            let (sc, m) = k4_scales_mins(&s);
+            for j in 0..8 {
+                let (a, b) = slmpack_quant::get_scale_min_k4(j, &s);
+                assert_eq!((sc[j], m[j]), (a, b), "seed {seed} j {j}");
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Matrix-vector (decode) and matrix-matrix (prefill) products over rayon.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use crate::{act_type, isa, kernel, row_bytes, GgmlType, Isa};
+
+/// A matrix problem the kernels cannot take.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KernelError {
+    /// No dot product for this weight type.
+    #[error("no matmul kernel for `{0}` weights\n  hint: slmpack-kernels multiplies F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K")]
+    UnsupportedType(GgmlType),
+    /// The row length is not a whole number of blocks.
+    #[error("`{ty}` weights need rows of a multiple of {block} elements, got {cols}")]
+    RowLength {
+        /// Weight type.
+        ty: GgmlType,
+        /// Its block size.
+        block: usize,
+        /// The row length asked for.
+        cols: usize,
+    },
+    /// The byte count does not match the shape.
+    #[error("`{ty}` weights of {rows}x{cols} take {expected} bytes, got {got}")]
+    Size {
+        /// Weight type.
+        ty: GgmlType,
+        /// Rows.
+        rows: usize,
+        /// Row length.
+        cols: usize,
+        /// Bytes the shape needs.
+        expected: usize,
+        /// Bytes given.
+        got: usize,
+    },
+}
+
+/// A weight matrix in its GGUF encoding: `rows` rows of `cols` elements (ggml's `ne[1]` and
+/// `ne[0]`), row-major, `data` exactly `rows * row_bytes(ty, cols)` bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Weights<'a> {
+    /// Element type.
+    pub ty: GgmlType,
+    /// Number of rows (outputs).
+    pub rows: usize,
+    /// Elements per row (inputs).
+    pub cols: usize,
+    /// The encoded rows.
+    pub data: &'a [u8],
+}
+
+impl<'a> Weights<'a> {
+    /// Checks the type and the shape against the byte count.
+    pub fn new(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, KernelError> {
+        let w = Weights {
+            ty,
+            rows,
+            cols,
+            data,
+        };
+        w.validate()?;
+        Ok(w)
+    }
+
+    /// Checks the type and the shape against the byte count.
+    pub fn validate(&self) -> Result<(), KernelError> {
+        if act_type(self.ty).is_none() {
+            return Err(KernelError::UnsupportedType(self.ty));
+        }
+        let block = self.ty.block_size();
+        if !self.cols.is_multiple_of(block) {
+            return Err(KernelError::RowLength {
+                ty: self.ty,
+                block,
+                cols: self.cols,
+            });
+        }
+        let expected = self.rows * row_bytes(self.ty, self.cols);
+        if self.data.len() != expected {
+            return Err(KernelError::Size {
+                ty: self.ty,
+                rows: self.rows,
+                cols: self.cols,
+                expected,
+                got: self.data.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Bytes of one encoded row.
+    pub fn row_bytes(&self) -> usize {
+        row_bytes(self.ty, self.cols)
+    }
+}
+
+thread_local! {
+    /// Activation scratch, kept per calling thread and reused (grows, never shrinks).
+    static SCRATCH: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with at least `bytes` of scratch. Takes the buffer out of the thread-local for the
+/// duration, so a nested call (a rayon worker stealing another matmul while it waits) gets its own
+/// buffer instead of a borrow conflict.
+fn with_scratch<R>(bytes: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let words = bytes.div_ceil(8);
+    if buf.len() < words {
+        buf.resize(words, 0);
+    }
+    let r = f(&mut bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..bytes]);
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.capacity() < buf.capacity() {
+            *s = buf;
+        }
+    });
+    r
+}
+
+/// Rows per rayon task: enough tasks to balance, few enough to keep scheduling cheap.
+fn rows_per_task(rows: usize, row_bytes: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let by_balance = rows.div_ceil(threads * 8).max(1);
+    // at least ~16 KiB of weights per task
+    let by_size = (16 * 1024usize).div_ceil(row_bytes.max(1));
+    by_balance.max(by_size).min(rows.max(1))
+}
+
+/// `y = W x` for one token: `x.len() == w.cols`, `y.len() == w.rows`, with the kernels of
+/// [`isa()`].
+///
+/// # Panics
+/// If `w` is not valid ([`Weights::validate`]) or the lengths do not match.
+pub fn gemv(w: &Weights, x: &[f32], y: &mut [f32]) {
+    gemv_isa(isa(), w, x, y)
+}
+
+/// [`gemv`] with the kernels of a given instruction set (tests, benchmarks).
+///
+/// # Panics
+/// As [`gemv`], and if `isa` cannot run here.
+pub fn gemv_isa(isa: Isa, w: &Weights, x: &[f32], y: &mut [f32]) {
+    gemm_isa(isa, w, x, 1, y)
+}
+
+/// `ys[t] = W xs[t]` for `n_tokens` tokens: `xs.len() == n_tokens * w.cols` (token-major),
+/// `ys.len() == n_tokens * w.rows` with `ys[t * rows + r]`, with the kernels of [`isa()`].
+///
+/// # Panics
+/// If `w` is not valid ([`Weights::validate`]) or the lengths do not match.
+pub fn gemm(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
+    gemm_isa(isa(), w, xs, n_tokens, ys)
+}
+
+/// A raw output pointer shared by the tasks of one [`gemm_isa`] call; every task writes a
+/// disjoint set of indices.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: tasks write disjoint elements, and the borrow of `ys` outlives the parallel section.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+impl Out {
+    /// A method (not a field access) so closures capture the whole `Send` wrapper.
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// [`gemm`] with the kernels of a given instruction set (tests, benchmarks).
+///
+/// # Panics
+/// As [`gemm`], and if `isa` cannot run here.
+pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
+    if let Err(e) = w.validate() {
+        panic!("{e}");
+    }
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    assert_eq!(xs.len(), n_tokens * w.cols, "activations: n_tokens * cols");
+    assert_eq!(ys.len(), n_tokens * w.rows, "outputs: n_tokens * rows");
+    if n_tokens == 0 || w.rows == 0 {
+        return;
+    }
+    let at = act_type(w.ty).expect("validated");
+    let f = kernel(isa, w.ty).expect("usable isa has every kernel");
+    let (cols, rows) = (w.cols, w.rows);
+    let wrb = w.row_bytes();
+    let arb = row_bytes(at, cols);
+    with_scratch(arb * n_tokens, |act| {
+        if n_tokens == 1 {
+            crate::quantize_act(at, xs, act);
+        } else {
+            act.par_chunks_mut(arb)
+                .zip(xs.par_chunks(cols))
+                .for_each(|(a, x)| crate::quantize_act(at, x, a));
+        }
+        let act: &[u8] = act;
+        let chunk = rows_per_task(rows, wrb);
+        if n_tokens == 1 {
+            ys.par_chunks_mut(chunk).enumerate().for_each(|(c, yc)| {
+                let r0 = c * chunk;
+                for (i, yr) in yc.iter_mut().enumerate() {
+                    let wr = &w.data[(r0 + i) * wrb..(r0 + i + 1) * wrb];
+                    // SAFETY: both rows have their full byte lengths; the CPU runs `isa`.
+                    *yr = unsafe { f(cols, wr.as_ptr(), act.as_ptr()) };
+                }
+            });
+        } else {
+            let out = Out(ys.as_mut_ptr());
+            let n_chunks = rows.div_ceil(chunk);
+            (0..n_chunks).into_par_iter().for_each(|c| {
+                let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+                // weight rows of this chunk stay in cache while every token streams past
+                for t in 0..n_tokens {
+                    let a = &act[t * arb..(t + 1) * arb];
+                    for r in r0..r1 {
+                        let wr = &w.data[r * wrb..(r + 1) * wrb];
+                        // SAFETY: full rows; CPU runs `isa`; index t*rows+r < ys.len() and
+                        // belongs to this chunk only.
+                        unsafe { *out.at(t * rows + r) = f(cols, wr.as_ptr(), a.as_ptr()) };
+                    }
+                }
+            });
+        }
+    });
+}

@@ -1,0 +1,496 @@
+//! x86_64 AVX2 (+FMA, F16C) dot products, after ggml's `arch/x86/quants.c` AVX2 paths.
+//!
+//! Each `vec_dot_*` here has the signature of [`crate::DotFn`]; the pointers are read unaligned.
+
+use std::arch::x86_64::*;
+
+use crate::{k4_scales_mins, rd_f32, rd_u32, DotFn, GgmlType};
+
+/// An f16 at `p` (unaligned) to f32 with F16C, inline (the `half` crate's conversion is an
+/// out-of-line call with a run-time feature check).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rd_f16(p: *const u8) -> f32 {
+    let bits = u16::from_le_bytes(p.cast::<[u8; 2]>().read_unaligned());
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+const Q4_0: usize = 18;
+const Q4_1: usize = 20;
+const Q5_0: usize = 22;
+const Q5_1: usize = 24;
+const Q8_0: usize = 34;
+const Q8_1: usize = 36;
+const Q4K: usize = 144;
+const Q5K: usize = 176;
+const Q6K: usize = 210;
+const Q8K: usize = 292;
+
+/// The AVX2 kernel for weights `ty`.
+pub fn kernel(ty: GgmlType) -> Option<DotFn> {
+    Some(match ty {
+        GgmlType::F32 => vec_dot_f32,
+        GgmlType::F16 => vec_dot_f16,
+        GgmlType::BF16 => vec_dot_bf16,
+        GgmlType::Q8_0 => vec_dot_q8_0_q8_0,
+        GgmlType::Q4_0 => vec_dot_q4_0_q8_0,
+        GgmlType::Q4_1 => vec_dot_q4_1_q8_1,
+        GgmlType::Q5_0 => vec_dot_q5_0_q8_0,
+        GgmlType::Q5_1 => vec_dot_q5_1_q8_1,
+        GgmlType::Q4_K => vec_dot_q4_k_q8_k,
+        GgmlType::Q5_K => vec_dot_q5_k_q8_k,
+        GgmlType::Q6_K => vec_dot_q6_k_q8_k,
+        _ => return None,
+    })
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_float_8(x: __m256) -> f32 {
+    let mut r = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    _mm_cvtss_f32(r)
+}
+
+/// Sums pairs of i16 lanes into i32 lanes, as floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sum_i16_pairs_float(x: __m256i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(x, _mm256_set1_epi16(1)))
+}
+
+/// Unsigned `ax` times signed `sy`, summed in groups of four, as floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
+    sum_i16_pairs_float(_mm256_maddubs_epi16(ax, sy))
+}
+
+/// Signed `x` times signed `y`, summed in groups of four, as floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    mul_sum_us8_pairs_float(ax, sy)
+}
+
+/// 16 bytes of nibbles to 32 bytes: low nibbles first, then high nibbles.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bytes_from_nibbles_32(p: *const u8) -> __m256i {
+    let tmp = _mm_loadu_si128(p.cast());
+    let bytes = _mm256_insertf128_si256::<1>(_mm256_castsi128_si256(tmp), _mm_srli_epi16::<4>(tmp));
+    _mm256_and_si256(bytes, _mm256_set1_epi8(0xF))
+}
+
+/// 32 bits to 32 bytes, 0xFF where the bit is set.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bytes_from_bits_32(x32: u32) -> __m256i {
+    let shuf_mask = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0x0000000000000000,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32 as i32), shuf_mask);
+    let bit_mask = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+    let bytes = _mm256_or_si256(bytes, bit_mask);
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p.cast())
+}
+
+/// `ggml_vec_dot_f32` with AVX2/FMA (four 8-lane accumulators).
+///
+/// # Safety
+/// See [`crate::DotFn`]; needs AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_f32(n: usize, x: *const u8, y: *const u8) -> f32 {
+    let (x, y) = (x.cast::<f32>(), y.cast::<f32>());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let np = n & !31;
+    let mut i = 0;
+    while i < np {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let vx = _mm256_loadu_ps(x.add(i + 8 * k));
+            let vy = _mm256_loadu_ps(y.add(i + 8 * k));
+            *a = _mm256_fmadd_ps(vx, vy, *a);
+        }
+        i += 32;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut sumf = hsum_float_8(s);
+    while i < n {
+        sumf += x.add(i).read_unaligned() * y.add(i).read_unaligned();
+        i += 1;
+    }
+    sumf
+}
+
+/// `ggml_vec_dot_f16` with F16C conversion and FMA.
+///
+/// # Safety
+/// See [`crate::DotFn`]; needs AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_f16(n: usize, x: *const u8, y: *const u8) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let np = n & !31;
+    let mut i = 0;
+    while i < np {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let vx = _mm256_cvtph_ps(_mm_loadu_si128(x.add(2 * (i + 8 * k)).cast()));
+            let vy = _mm256_cvtph_ps(_mm_loadu_si128(y.add(2 * (i + 8 * k)).cast()));
+            *a = _mm256_fmadd_ps(vx, vy, *a);
+        }
+        i += 32;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut sumf = hsum_float_8(s);
+    while i < n {
+        sumf += rd_f16(x.add(2 * i)) * rd_f16(y.add(2 * i));
+        i += 1;
+    }
+    sumf
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bf16x8(p: *const u8) -> __m256 {
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+        _mm_loadu_si128(p.cast()),
+    )))
+}
+
+/// `ggml_vec_dot_bf16` with AVX2/FMA (bf16 widened by a shift).
+///
+/// # Safety
+/// See [`crate::DotFn`]; needs AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_bf16(n: usize, x: *const u8, y: *const u8) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let np = n & !31;
+    let mut i = 0;
+    while i < np {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let vx = bf16x8(x.add(2 * (i + 8 * k)));
+            let vy = bf16x8(y.add(2 * (i + 8 * k)));
+            *a = _mm256_fmadd_ps(vx, vy, *a);
+        }
+        i += 32;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut sumf = hsum_float_8(s);
+    while i < n {
+        let bx =
+            f32::from_bits((u16::from_le_bytes([*x.add(2 * i), *x.add(2 * i + 1)]) as u32) << 16);
+        let by =
+            f32::from_bits((u16::from_le_bytes([*y.add(2 * i), *y.add(2 * i + 1)]) as u32) << 16);
+        sumf += bx * by;
+        i += 1;
+    }
+    sumf
+}
+
+/// `ggml_vec_dot_q8_0_q8_0`, AVX2.
+///
+/// # Safety
+/// See [`crate::DotFn`]; needs AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q8_0_q8_0(n: usize, x: *const u8, y: *const u8) -> f32 {
+    let nb = n / 32;
+    let mut acc = _mm256_setzero_ps();
+    for ib in 0..nb {
+        let (bx, by) = (x.add(ib * Q8_0), y.add(ib * Q8_0));
+        let d = _mm256_set1_ps(rd_f16(bx) * rd_f16(by));
+        let qx = load(bx.add(2));
+        let qy = load(by.add(2));
+        let q = mul_sum_i8_pairs_float(qx, qy);
+        acc = _mm256_fmadd_ps(d, q, acc);
+    }
+    hsum_float_8(acc)
+}
+
+/// `ggml_vec_dot_q4_0_q8_0`, AVX2.
+///
+/// # Safety
+/// See [`crate::DotFn`]; needs AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4_0_q8_0(n: usize, x: *const u8, y: *const u8) -> f32 {
+    let nb = n / 32;
+    let mut acc = _mm256_setzero_ps();
+    let off = _mm256_set1_epi8(8);
+    for ib in 0..nb {
+        let (bx, by) = (x.add(ib * Q4_0), y.add(ib * Q8_0));
+        let d = _mm256_set1_ps(rd_f16(bx) * rd_f16(by));
+        let qx = _mm256_sub_epi8(bytes_from_nibbles_32(bx.add(2)), off);
+        let qy = load(by.add(2));
+        let q = mul_sum_i8_pairs_float(qx, qy);
+        acc = _mm256_fmadd_ps(d, q, acc);
+    }
+    hsum_float_8(acc)
+}
+
+/// `ggml_vec_dot_q4_1_q8_1`, AVX2.
+///
+/// # Safety
+/// See [`crate::DotFn`]; needs AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4_1_q8_1(n: usize, x: *const u8, y: *const u8) -> f32 {
+    let nb = n / 32;
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for ib in 0..nb {
+        let (bx, by) = (x.add(ib * Q4_1), y.add(ib * Q8_1));
+        summs += rd_f16(bx.add(2)) * rd_f16(by.add(2));
+        let d = _mm256_set1_ps(rd_f16(bx) * rd_f16(by));
+        let qx = bytes_from_nibbles_32(bx.add(4));
+        let qy = load(by.add(4));
+        let xy = mul_sum_us8_pairs_float(qx, qy);
+        acc = _mm256_fmadd_ps(d, xy, acc);
+    }
+    hsum_float_8(acc) + summs
+}
+
+/// `ggml_vec_dot_q5_0_q8_0`, AVX2.
+///
+/// # Safety
+/// See [`crate::DotFn`]; needs AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_0_q8_0(n: usize, x: *const u8, y: *const u8) -> f32 {
+    let nb = n / 32;
+    let mut acc = _mm256_setzero_ps();
+    for ib in 0..nb {
+        let (bx, by) = (x.add(ib * Q5_0), y.add(ib * Q8_0));
+        let d = _mm256_set1_ps(rd_f16(bx) * rd_f16(by));
+        let mut qx = bytes_from_nibbles_32(bx.add(6));
+        let bxhi = bytes_from_bits_32(rd_u32(bx.add(2)));
+        // where the high bit is clear, `q | 0xF0` is `q - 16` as i8
+        let bxhi = _mm256_andnot_si256(bxhi, _mm256_set1_epi8(0xF0u8 as i8));
+        qx = _mm256_or_si256(qx, bxhi);
+        let qy = load(by.add(2));
+        let q = mul_sum_i8_pairs_float(qx, qy);
+        acc = _mm256_fmadd_ps(d, q, acc);
+    }
+    hsum_float_8(acc)
+}
+
+/// `ggml_vec_dot_q5_1_q8_1`, AVX2.
+///
+/// # Safety
+/// See [`crate::DotFn`]; needs AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_1_q8_1(n: usize, x: *const u8, y: *const u8) -> f32 {
+    let nb = n / 32;
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for ib in 0..nb {
+        let (bx, by) = (x.add(ib * Q5_1), y.add(ib * Q8_1));
+        summs += rd_f16(bx.add(2)) * rd_f16(by.add(2));
+        let d = _mm256_set1_ps(rd_f16(bx) * rd_f16(by));
+        let mut qx = bytes_from_nibbles_32(bx.add(8));
+        let bxhi = bytes_from_bits_32(rd_u32(bx.add(4)));
+        let bxhi = _mm256_and_si256(bxhi, _mm256_set1_epi8(0x10));
+        qx = _mm256_or_si256(qx, bxhi);
+        let qy = load(by.add(4));
+        let q = mul_sum_us8_pairs_float(qx, qy);
+        acc = _mm256_fmadd_ps(d, q, acc);
+    }
+    hsum_float_8(acc) + summs
+}
+
+/// The mins term of Q4_K/Q5_K: `sum_j bsums[j] * mins[j / 2]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k4_mins_dot(bsums: *const u8, mins: &[u8; 8]) -> i32 {
+    let q8sums = load(bsums);
+    let q8s = _mm_hadd_epi16(
+        _mm256_castsi256_si128(q8sums),
+        _mm256_extracti128_si256::<1>(q8sums),
+    );
+    let m = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr().cast()));
+    let prod = _mm_madd_epi16(m, q8s);
+    let s = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// `ggml_vec_dot_q4_K_q8_K`, AVX2.
+///
+/// # Safety
+/// See [`crate::DotFn`]; needs AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q4_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
+    let nb = n / 256;
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = 0f32;
+    for i in 0..nb {
+        let (bx, by) = (x.add(i * Q4K), y.add(i * Q8K));
+        let yd = rd_f32(by);
+        let d = yd * rd_f16(bx);
+        let dmin = -yd * rd_f16(bx.add(2));
+        let (scales, mins) = k4_scales_mins(&*bx.add(4).cast::<[u8; 12]>());
+        acc_m += dmin * k4_mins_dot(by.add(260), &mins) as f32;
+        let mut q4 = bx.add(16);
+        let mut q8 = by.add(4);
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..4 {
+            let scale_l = _mm256_set1_epi16(scales[2 * j] as i16);
+            let scale_h = _mm256_set1_epi16(scales[2 * j + 1] as i16);
+            let q4bits = load(q4);
+            q4 = q4.add(32);
+            let q4l = _mm256_and_si256(q4bits, m4);
+            let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits), m4);
+            let q8l = load(q8);
+            q8 = q8.add(32);
+            let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
+            let q8h = load(q8);
+            q8 = q8.add(32);
+            let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_float_8(acc) + acc_m
+}
+
+/// `ggml_vec_dot_q5_K_q8_K`, AVX2.
+///
+/// # Safety
+/// See [`crate::DotFn`]; needs AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q5_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
+    let nb = n / 256;
+    let m4 = _mm256_set1_epi8(0xF);
+    let m16 = _mm256_set1_epi8(16);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = 0f32;
+    for i in 0..nb {
+        let (bx, by) = (x.add(i * Q5K), y.add(i * Q8K));
+        let yd = rd_f32(by);
+        let d = yd * rd_f16(bx);
+        let dmin = -yd * rd_f16(bx.add(2));
+        let (scales, mins) = k4_scales_mins(&*bx.add(4).cast::<[u8; 12]>());
+        acc_m += dmin * k4_mins_dot(by.add(260), &mins) as f32;
+        let hbits = load(bx.add(16));
+        let mut hmask = _mm256_set1_epi8(1);
+        let mut q5 = bx.add(48);
+        let mut q8 = by.add(4);
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..4 {
+            let scale_0 = _mm256_set1_epi16(scales[2 * j] as i16);
+            let scale_1 = _mm256_set1_epi16(scales[2 * j + 1] as i16);
+            let q5bits = load(q5);
+            q5 = q5.add(32);
+            let q5l_0 = _mm256_and_si256(q5bits, m4);
+            let h0 = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, hmask), hmask);
+            let q5_0 = _mm256_or_si256(q5l_0, _mm256_and_si256(h0, m16));
+            hmask = _mm256_add_epi8(hmask, hmask);
+            let q5l_1 = _mm256_and_si256(_mm256_srli_epi16::<4>(q5bits), m4);
+            let h1 = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, hmask), hmask);
+            let q5_1 = _mm256_or_si256(q5l_1, _mm256_and_si256(h1, m16));
+            hmask = _mm256_add_epi8(hmask, hmask);
+            let q8_0 = load(q8);
+            q8 = q8.add(32);
+            let q8_1 = load(q8);
+            q8 = q8.add(32);
+            let p16_0 = _mm256_madd_epi16(scale_0, _mm256_maddubs_epi16(q5_0, q8_0));
+            let p16_1 = _mm256_madd_epi16(scale_1, _mm256_maddubs_epi16(q5_1, q8_1));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16_0, p16_1));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_float_8(acc) + acc_m
+}
+
+/// Two Q6_K scales (i8) widened to 8 i16 lanes each, as one 256-bit vector.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scale_pair(s: *const u8, k: usize) -> __m256i {
+    let lo = *s.add(k) as i8 as i16;
+    let hi = *s.add(k + 1) as i8 as i16;
+    _mm256_setr_m128i(_mm_set1_epi16(lo), _mm_set1_epi16(hi))
+}
+
+/// `ggml_vec_dot_q6_K_q8_K`, AVX2.
+///
+/// # Safety
+/// See [`crate::DotFn`]; needs AVX2 and FMA.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_q6_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
+    let nb = n / 256;
+    let m4 = _mm256_set1_epi8(0xF);
+    let m2 = _mm256_set1_epi8(3);
+    let m32s = _mm256_set1_epi8(32);
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let (bx, by) = (x.add(i * Q6K), y.add(i * Q8K));
+        let d = rd_f32(by) * rd_f16(bx.add(208));
+        let mut q4 = bx;
+        let mut qh = bx.add(128);
+        let sc = bx.add(192);
+        let mut q8 = by.add(4);
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..2 {
+            let is = 8 * j;
+            let scale_0 = scale_pair(sc, is);
+            let scale_1 = scale_pair(sc, is + 2);
+            let scale_2 = scale_pair(sc, is + 4);
+            let scale_3 = scale_pair(sc, is + 6);
+            let q4bits1 = load(q4);
+            let q4bits2 = load(q4.add(32));
+            q4 = q4.add(64);
+            let q4bits_h = load(qh);
+            qh = qh.add(32);
+            let q4h_0 = _mm256_slli_epi16::<4>(_mm256_and_si256(q4bits_h, m2));
+            let q4h_1 =
+                _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(q4bits_h), m2));
+            let q4h_2 =
+                _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits_h), m2));
+            let q4h_3 =
+                _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(q4bits_h), m2));
+            let q4_0 = _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q4h_0);
+            let q4_1 = _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h_1);
+            let q4_2 =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits1), m4), q4h_2);
+            let q4_3 =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4bits2), m4), q4h_3);
+            let q8_0 = load(q8);
+            let q8_1 = load(q8.add(32));
+            let q8_2 = load(q8.add(64));
+            let q8_3 = load(q8.add(96));
+            q8 = q8.add(128);
+            let p16_0 = _mm256_sub_epi16(
+                _mm256_maddubs_epi16(q4_0, q8_0),
+                _mm256_maddubs_epi16(m32s, q8_0),
+            );
+            let p16_1 = _mm256_sub_epi16(
+                _mm256_maddubs_epi16(q4_1, q8_1),
+                _mm256_maddubs_epi16(m32s, q8_1),
+            );
+            let p16_2 = _mm256_sub_epi16(
+                _mm256_maddubs_epi16(q4_2, q8_2),
+                _mm256_maddubs_epi16(m32s, q8_2),
+            );
+            let p16_3 = _mm256_sub_epi16(
+                _mm256_maddubs_epi16(q4_3, q8_3),
+                _mm256_maddubs_epi16(m32s, q8_3),
+            );
+            let p16_0 = _mm256_madd_epi16(scale_0, p16_0);
+            let p16_1 = _mm256_madd_epi16(scale_1, p16_1);
+            let p16_2 = _mm256_madd_epi16(scale_2, p16_2);
+            let p16_3 = _mm256_madd_epi16(scale_3, p16_3);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16_0, p16_1));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16_2, p16_3));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_float_8(acc)
+}
