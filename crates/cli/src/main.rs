@@ -21,11 +21,14 @@ struct Cli {
 enum Command {
     /// Show metadata, tensors, types and bits per weight of a GGUF, safetensors file or checkpoint.
     Inspect(cmd::inspect::Args),
+    /// Write the logits after every token of a token sequence (.npy or raw f32), for comparisons.
+    Logits(cmd::logits::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Logits(a) => cmd::logits::run(a),
     }
 }
 

@@ -1,1 +1,3 @@
 pub mod inspect;
+pub mod logits;
+pub mod run;
