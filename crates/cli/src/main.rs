@@ -23,12 +23,15 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Write the logits after every token of a token sequence (.npy or raw f32), for comparisons.
     Logits(cmd::logits::Args),
+    /// Generate text with a llama-family GGUF (streamed; `--chat`, confidence, fallback).
+    Run(cmd::run::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Logits(a) => cmd::logits::run(a),
+        Command::Run(a) => cmd::run::run(a),
     }
 }
 
