@@ -89,18 +89,25 @@ fn write_model(path: &Path, arch: &str, drop_tensor: Option<&str>) {
     add("blk.0.ffn_up.weight", vec![n_embd, n_ff]);
     add("blk.0.ffn_down.weight", vec![n_ff, n_embd]);
     let mut state = 12345u64;
-    w.write(path, |_, spec, out: &mut dyn Write| -> std::io::Result<()> {
-        let n: u64 = spec.dims.iter().product();
-        for _ in 0..n {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let u = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-            let v = if spec.dims.len() == 1 { 1.0 + 0.1 * u } else { u };
-            out.write_all(&v.to_le_bytes())?;
-        }
-        Ok(())
-    })
+    w.write(
+        path,
+        |_, spec, out: &mut dyn Write| -> std::io::Result<()> {
+            let n: u64 = spec.dims.iter().product();
+            for _ in 0..n {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+                let v = if spec.dims.len() == 1 {
+                    1.0 + 0.1 * u
+                } else {
+                    u
+                };
+                out.write_all(&v.to_le_bytes())?;
+            }
+            Ok(())
+        },
+    )
     .unwrap();
 }
 
@@ -114,7 +121,7 @@ fn fails_with(args: &[&std::ffi::OsStr], needles: &[&str]) {
     }
 }
 
-fn os<'a>(s: &'a (impl AsRef<std::ffi::OsStr> + ?Sized)) -> &'a std::ffi::OsStr {
+fn os(s: &(impl AsRef<std::ffi::OsStr> + ?Sized)) -> &std::ffi::OsStr {
     s.as_ref()
 }
 
@@ -122,9 +129,19 @@ fn os<'a>(s: &'a (impl AsRef<std::ffi::OsStr> + ?Sized)) -> &'a std::ffi::OsStr 
 fn missing_file_is_a_clear_error() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("nope.gguf");
-    fails_with(&[os("run"), p.as_os_str(), os("-p"), os("hi")], &["nope.gguf"]);
     fails_with(
-        &[os("logits"), p.as_os_str(), os("--tokens"), os("1"), os("--out"), d.path().join("x.npy").as_os_str()],
+        &[os("run"), p.as_os_str(), os("-p"), os("hi")],
+        &["nope.gguf"],
+    );
+    fails_with(
+        &[
+            os("logits"),
+            p.as_os_str(),
+            os("--tokens"),
+            os("1"),
+            os("--out"),
+            d.path().join("x.npy").as_os_str(),
+        ],
         &["nope.gguf"],
     );
 }
@@ -134,14 +151,20 @@ fn not_a_gguf_and_truncated_gguf_are_clear_errors() {
     let d = tempfile::tempdir().unwrap();
     let junk = d.path().join("junk.gguf");
     std::fs::write(&junk, b"this is not a model at all").unwrap();
-    fails_with(&[os("run"), junk.as_os_str(), os("-p"), os("hi")], &["junk.gguf", "not a GGUF"]);
+    fails_with(
+        &[os("run"), junk.as_os_str(), os("-p"), os("hi")],
+        &["junk.gguf", "not a GGUF"],
+    );
 
     let good = d.path().join("tiny.gguf");
     write_model(&good, "llama", None);
     let bytes = std::fs::read(&good).unwrap();
     let cut = d.path().join("cut.gguf");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    fails_with(&[os("run"), cut.as_os_str(), os("-p"), os("hi")], &["cut.gguf", "truncated"]);
+    fails_with(
+        &[os("run"), cut.as_os_str(), os("-p"), os("hi")],
+        &["cut.gguf", "truncated"],
+    );
 }
 
 #[test]
@@ -172,22 +195,52 @@ fn bad_flags_are_usage_errors() {
     let p = d.path().join("tiny.gguf");
     write_model(&p, "llama", None);
     fails_with(
-        &[os("run"), p.as_os_str(), os("-p"), os("hi"), os("--min-confidence"), os("1.5")],
+        &[
+            os("run"),
+            p.as_os_str(),
+            os("-p"),
+            os("hi"),
+            os("--min-confidence"),
+            os("1.5"),
+        ],
         &["--min-confidence"],
     );
-    let o = slmpack_p(&[os("run"), p.as_os_str(), os("-p"), os("hi"), os("--fallback-url"), os("http://x")]);
+    let o = slmpack_p(&[
+        os("run"),
+        p.as_os_str(),
+        os("-p"),
+        os("hi"),
+        os("--fallback-url"),
+        os("http://x"),
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     fails_with(
-        &[os("logits"), p.as_os_str(), os("--tokens"), os("1,99999"), os("--out"), d.path().join("x.npy").as_os_str()],
+        &[
+            os("logits"),
+            p.as_os_str(),
+            os("--tokens"),
+            os("1,99999"),
+            os("--out"),
+            d.path().join("x.npy").as_os_str(),
+        ],
         &["token id 99999"],
     );
 }
 
 fn json_run(p: &Path, extra: &[&str]) -> (serde_json::Value, String, i32) {
-    let mut args = vec![os("run"), p.as_os_str(), os("-p"), os("héllo wörld"), os("-n"), os("6"), os("--json")];
+    let mut args = vec![
+        os("run"),
+        p.as_os_str(),
+        os("-p"),
+        os("héllo wörld"),
+        os("-n"),
+        os("6"),
+        os("--json"),
+    ];
     args.extend(extra.iter().map(os));
     let o = slmpack_p(&args);
-    let v = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&o), stderr(&o)));
+    let v = serde_json::from_str(&stdout(&o))
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&o), stderr(&o)));
     (v, stderr(&o), o.status.code().unwrap())
 }
 
@@ -199,7 +252,10 @@ fn generates_deterministically_with_confidence_and_timings() {
     let (a, _, rc) = json_run(&p, &[]);
     assert_eq!(rc, 0);
     let (b, _, _) = json_run(&p, &["--threads", "1"]);
-    assert_eq!(a["tokens"], b["tokens"], "greedy is deterministic across thread counts");
+    assert_eq!(
+        a["tokens"], b["tokens"],
+        "greedy is deterministic across thread counts"
+    );
     assert_eq!(a["path"], "local");
     let mean = a["confidence"]["mean"].as_f64().unwrap();
     let min = a["confidence"]["min"].as_f64().unwrap();
@@ -207,12 +263,25 @@ fn generates_deterministically_with_confidence_and_timings() {
     assert!(a["timings"]["load_ms"].as_f64().unwrap() > 0.0);
     assert!(a["timings"]["prompt_tokens"].as_u64().unwrap() >= 11);
     // sampling with a seed is reproducible
-    let (s1, _, _) = json_run(&p, &["--temp", "1.5", "--top-k", "0", "--top-p", "1", "--seed", "9"]);
-    let (s2, _, _) = json_run(&p, &["--temp", "1.5", "--top-k", "0", "--top-p", "1", "--seed", "9"]);
+    let (s1, _, _) = json_run(
+        &p,
+        &[
+            "--temp", "1.5", "--top-k", "0", "--top-p", "1", "--seed", "9",
+        ],
+    );
+    let (s2, _, _) = json_run(
+        &p,
+        &[
+            "--temp", "1.5", "--top-k", "0", "--top-p", "1", "--seed", "9",
+        ],
+    );
     assert_eq!(s1["tokens"], s2["tokens"]);
     // --chat renders the template (<|im_start|>... tokens appear in the prompt)
     let (c, _, _) = json_run(&p, &["--chat"]);
-    assert!(c["timings"]["prompt_tokens"].as_u64().unwrap() > a["timings"]["prompt_tokens"].as_u64().unwrap());
+    assert!(
+        c["timings"]["prompt_tokens"].as_u64().unwrap()
+            > a["timings"]["prompt_tokens"].as_u64().unwrap()
+    );
 }
 
 /// Serve one chat completion; returns the URL and a receiver for the request body.
@@ -240,7 +309,12 @@ fn fake_server(answer: &'static str) -> (String, std::sync::mpsc::Receiver<Strin
             r#"{{"model":"big","choices":[{{"message":{{"role":"assistant","content":"{answer}"}}}}]}}"#
         );
         let mut s = s;
-        write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{resp}", resp.len()).unwrap();
+        write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{resp}",
+            resp.len()
+        )
+        .unwrap();
         tx.send(String::from_utf8(body).unwrap()).unwrap();
     });
     (url, rx)
@@ -262,7 +336,15 @@ fn low_confidence_escalates_to_fallback() {
     assert_eq!(req["messages"][0]["content"], "héllo wörld");
 
     // a threshold of 0 never escalates
-    let (v, _, _) = json_run(&p, &["--min-confidence", "0", "--fallback-url", "http://127.0.0.1:9/x"]);
+    let (v, _, _) = json_run(
+        &p,
+        &[
+            "--min-confidence",
+            "0",
+            "--fallback-url",
+            "http://127.0.0.1:9/x",
+        ],
+    );
     assert_eq!(v["path"], "local");
 }
 
@@ -271,16 +353,37 @@ fn fallback_down_keeps_local_answer() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("tiny.gguf");
     write_model(&p, "llama", None);
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
     let (v, err, rc) = json_run(&p, &["--min-confidence", "0.9999", "--fallback-url", &url]);
     assert_eq!(rc, 0, "{err}");
     assert_eq!(v["path"], "local-low-confidence");
     assert_eq!(v["text"], v["local_text"]);
-    assert!(v["fallback"]["error"].as_str().unwrap().contains("refused"), "{v}");
-    assert!(err.contains("warning: fallback") && err.contains("keeping the local answer"), "{err}");
+    assert!(
+        v["fallback"]["error"].as_str().unwrap().contains("refused"),
+        "{v}"
+    );
+    assert!(
+        err.contains("warning: fallback") && err.contains("keeping the local answer"),
+        "{err}"
+    );
     // text mode: the local answer is printed, with a note
-    let o = slmpack_p(&[os("run"), p.as_os_str(), os("-p"), os("hi"), os("-n"), os("4"), os("--min-confidence"), os("0.9999"), os("--fallback-url"), os(&url)]);
+    let o = slmpack_p(&[
+        os("run"),
+        p.as_os_str(),
+        os("-p"),
+        os("hi"),
+        os("-n"),
+        os("4"),
+        os("--min-confidence"),
+        os("0.9999"),
+        os("--fallback-url"),
+        os(&url),
+    ]);
     assert!(o.status.success());
     assert!(stderr(&o).contains("low confidence"), "{}", stderr(&o));
 }

@@ -117,7 +117,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             bail!("`--min-confidence` must be between 0 and 1, got {x}");
         }
     }
-    if !(a.temp >= 0.0) || !(0.0..=1.0).contains(&a.top_p) {
+    let sampling_ok = a.temp.is_finite() && a.temp >= 0.0 && (0.0..=1.0).contains(&a.top_p);
+    if !sampling_ok {
         bail!("`--temp` must be >= 0 and `--top-p` between 0 and 1");
     }
     let fallback = match &a.fallback_url {
@@ -168,7 +169,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let n_ctx = match a.ctx_size {
         Some(0) => bail!("`--ctx-size` must be at least 1"),
         Some(n) => n,
-        None => c.n_ctx_train.min(4096).max(prompt.len() + a.n_predict.min(4096)),
+        None => c
+            .n_ctx_train
+            .min(4096)
+            .max(prompt.len() + a.n_predict.min(4096)),
     };
     let pool = thread_pool(a.threads)?;
 
