@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 mod export;
 mod manifest;
 mod quantize;
+mod run;
 
 /// Run the built `slmpack` with `args`.
 pub fn slmpack(args: &[&str]) -> Output {

@@ -37,6 +37,10 @@ enum Command {
     Quantize(cmd::quantize::Args),
     /// Export a GGUF as a Hugging Face checkpoint (safetensors, config.json, tokenizer.json).
     Export(cmd::export::Args),
+    /// Write the logits after every token of a token sequence (.npy or raw f32), for comparisons.
+    Logits(cmd::logits::Args),
+    /// Generate text with a llama-family GGUF (streamed; `--chat`, confidence, fallback).
+    Run(cmd::run::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -50,6 +54,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rotate(a) => cmd::rotate::run(a),
         Command::Quantize(a) => cmd::quantize::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::Logits(a) => cmd::logits::run(a),
+        Command::Run(a) => cmd::run::run(a),
     }
 }
 
