@@ -4,8 +4,9 @@
 //! * [`Session`] runs the forward pass (embeddings, RMSNorm, RoPE, grouped-query attention
 //!   with a KV cache, SwiGLU, tied or untied output), batched for prompts, one token at a time
 //!   for generation, parallel over output rows with rayon;
-//! * [`matmul`] is the single matrix interface, backed by [`kernels`] (quantized activations,
-//!   scalar or AVX2 chosen at run time) or by on-the-fly dequantization;
+//! * [`matmul`] is the single matrix interface, backed by the `slmpack-kernels` crate
+//!   (quantized activations; scalar, AVX2, NEON or NEON+dotprod chosen at run time) or by
+//!   on-the-fly dequantization for the types it has no kernel for;
 //! * [`sampler`] picks tokens (greedy, temperature, top-k, top-p, seeded) and measures
 //!   confidence;
 //! * [`text`] tokenizes with the GGUF's vocabulary and streams UTF-8 safely, [`chat`] renders
@@ -15,7 +16,6 @@ pub mod chat;
 pub mod error;
 pub mod fallback;
 pub mod generate;
-pub mod kernels;
 pub mod matmul;
 pub mod model;
 pub mod ops;

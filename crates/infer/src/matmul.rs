@@ -1,11 +1,13 @@
 //! Matrix-vector and matrix-matrix products of a GGUF weight with f32 activations.
 //!
 //! This is the one interface the model code calls. Two implementations sit behind it:
-//! * [`crate::kernels`]: quantized-activation integer dot products (activations quantized to
-//!   Q8_0/Q8_1 blocks as ggml does) for Q4_0, Q4_1 and Q8_0 weights, with a scalar reference and
-//!   an AVX2 version chosen at run time;
-//! * the portable path: each weight row is dequantized into a small per-thread scratch buffer
-//!   (`slmpack_quant::dequantize_row`) and dotted with the f32 activations.
+//! * [`slmpack_kernels`]: ggml-style dot products against activations quantized on the fly
+//!   (Q8_0/Q8_1 for the 32-blocks, Q8_K for the K-quants, f16/bf16 for F16/BF16 weights) with a
+//!   scalar reference and AVX2 / NEON / NEON+dotprod versions chosen once at run time
+//!   (`SLMPACK_ISA` forces one), for every type it supports;
+//! * the portable path for the rest (e.g. IQ4_NL, Q2_K/Q3_K): each weight row is dequantized into
+//!   a small per-thread scratch buffer (`slmpack_quant::dequantize_row`) and dotted with the f32
+//!   activations.
 //!
 //! Both run in parallel over output rows with rayon; the batch (prefill) form reuses each
 //! weight row (dequantized or not) for every token of the batch.
@@ -14,7 +16,6 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::kernels;
 use crate::ops::dot_f32;
 use crate::tensor::QTensor;
 
@@ -61,7 +62,14 @@ pub fn matmul(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
         "matmul `{}`: output size",
         w.name
     );
-    if kernels::matmul(w, xs, n_tokens, ys) {
+    if slmpack_kernels::supports(w.ty) {
+        let kw = slmpack_kernels::Weights {
+            ty: w.ty,
+            rows: w.rows,
+            cols: w.cols,
+            data: w.data,
+        };
+        slmpack_kernels::gemm(&kw, xs, n_tokens, ys);
         return;
     }
     matmul_dequant(w, xs, n_tokens, ys);

@@ -11,7 +11,7 @@ use slmpack_gguf::GgufFile;
 use slmpack_infer::chat::{self, Message};
 use slmpack_infer::fallback::{FallbackClient, FallbackConfig};
 use slmpack_infer::generate::{generate, Generation};
-use slmpack_infer::{kernels, Model, Sampler, SamplerConfig, Session, TextCodec};
+use slmpack_infer::{Model, Sampler, SamplerConfig, Session, TextCodec};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Metric {
@@ -182,10 +182,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .iter()
             .map(|(t, n)| format!("{t} x{n}"))
             .collect();
-        eprintln!(
-            "kernels: {} (matmul: Q8 activations for Q4_0/Q4_1/Q8_0 weights, dequantize + f32 dot otherwise)",
-            kernels::isa().name()
-        );
+        eprintln!("kernels: {}", slmpack_kernels::isa_report());
         eprintln!(
             "model: `{}` llama, {:.1}M params, {} layers, n_embd {}, heads {}/{} kv, head dim {}, ff {}, vocab {}, rope base {} dims {}, output {}",
             a.model.display(),
@@ -292,7 +289,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 "decode_ms": gen.decode_ms,
                 "decode_tokens_per_s": gen.decode_tokens_per_s(),
             },
-            "isa": kernels::isa().name(),
+            "isa": slmpack_kernels::isa().name(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
