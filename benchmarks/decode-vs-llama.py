@@ -1,0 +1,44 @@
+"""Prefill and decode tokens/s of `slmpack run` and llama.cpp (llama-cpp-python) on the same GGUF,
+same prompt, same thread count, back to back. Usage:
+    python benchmarks/decode-vs-llama.py SLMPACK_BIN THREADS MODEL.gguf [MODEL.gguf ...]
+Prints a Markdown table row per model. Greedy decoding of 128 tokens after a ~512-token prompt;
+The repetitive prompt keeps greedy decoding away from EOS on both sides."""
+import json, subprocess, sys, time
+import llama_cpp
+import numpy as np
+
+PROMPT = ("The history of computing is a story of machines that count, sort and remember. " * 40)
+
+def llama(model, threads):
+    llm = llama_cpp.Llama(model_path=model, n_ctx=1024, n_threads=threads, n_threads_batch=threads,
+                          n_batch=512, verbose=False)
+    toks = llm.tokenize(PROMPT.encode(), add_bos=False)[:512]
+    best_pp = best_tg = 0.0
+    for _ in range(3):
+        llm.reset()
+        t0 = time.perf_counter(); llm.eval(toks); t1 = time.perf_counter()
+        for _ in range(128):
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+            tok = int(logits.argmax())
+            llm.eval([tok])
+        t2 = time.perf_counter()
+        best_pp = max(best_pp, len(toks) / (t1 - t0)); best_tg = max(best_tg, 128 / (t2 - t1))
+    return llm.detokenize(toks).decode(), len(toks), best_pp, best_tg
+
+def slm(bin_, model, threads, prompt):
+    best_pp = best_tg = 0.0
+    for _ in range(3):
+        out = subprocess.run([bin_, "run", model, "-p", prompt, "-n", "128",
+                              "--threads", str(threads), "--json"],
+                             capture_output=True, text=True, check=True)
+        t = json.loads(out.stdout)["timings"]
+        best_pp = max(best_pp, t["prefill_tokens_per_s"]); best_tg = max(best_tg, t["decode_tokens_per_s"])
+    return best_pp, best_tg
+
+bin_, threads = sys.argv[1], int(sys.argv[2])
+print("| model | threads | prompt tokens | slmpack pp t/s | llama.cpp pp t/s | pp ratio | slmpack tg t/s | llama.cpp tg t/s | tg ratio |")
+print("|---|---|---|---|---|---|---|---|---|")
+for m in sys.argv[3:]:
+    text, n, lpp, ltg = llama(m, threads)
+    spp, stg = slm(bin_, m, threads, text)
+    print(f"| {m.split('/')[-1]} | {threads} | {n} | {spp:.1f} | {lpp:.1f} | {spp/lpp:.2f} | {stg:.1f} | {ltg:.1f} | {stg/ltg:.2f} |", flush=True)
