@@ -337,27 +337,23 @@ where
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..n as f64, 0.0..hi)?;
-    let names: Vec<String> = pts.iter().map(|p| p.0.clone()).collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            if (x - i as f64 - 0.5).abs() < 0.26 {
-                names.get(i).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .x_labels(0)
         .y_desc("millijoules per token")
         .label_style(("sans-serif", 13))
         .draw()?;
-    for (i, (_, v)) in pts.iter().enumerate() {
+    for (i, (name, v)) in pts.iter().enumerate() {
         let c = Palette99::pick(i).to_rgba();
         chart.draw_series(std::iter::once(Rectangle::new(
             [(i as f64 + 0.2, 0.0), (i as f64 + 0.8, *v)],
             c.filled(),
+        )))?;
+        chart.draw_series(std::iter::once(Text::new(
+            format!("{name}: {v:.3} mJ"),
+            (i as f64 + 0.2, *v + hi * 0.03),
+            ("sans-serif", 14).into_font().color(&BLACK),
         )))?;
     }
     root.present()?;

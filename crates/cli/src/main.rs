@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod exit;
+mod infer_runner;
 
 /// Quantize, sign, verify and benchmark small language models for devices.
 #[derive(Parser, Debug)]
@@ -33,6 +34,13 @@ enum Command {
     Device(cmd::device::Args),
     /// Write a key-rotation statement signed by the old and the new key.
     Rotate(cmd::rotate::Args),
+    /// Write the logits after every token of a token sequence (.npy or raw f32), for comparisons.
+    Logits(cmd::logits::Args),
+    /// Generate text with a llama-family GGUF (streamed; `--chat`, confidence, fallback).
+    Run(cmd::run::Args),
+    /// Benchmark every tier with scenarios (speed, memory, accuracy, energy); `bench compare`
+    /// gates CI on regressions.
+    Bench(cmd::bench::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -44,6 +52,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Select(a) => cmd::select::run(a),
         Command::Device(a) => cmd::device::run(a),
         Command::Rotate(a) => cmd::rotate::run(a),
+        Command::Logits(a) => cmd::logits::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     }
 }
 

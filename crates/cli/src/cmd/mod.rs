@@ -1,7 +1,10 @@
+pub mod bench;
 pub mod device;
 pub mod inspect;
 pub mod keygen;
+pub mod logits;
 pub mod rotate;
+pub mod run;
 pub mod select;
 pub mod sign;
 pub mod verify;

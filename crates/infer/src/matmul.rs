@@ -1,0 +1,89 @@
+//! Matrix-vector and matrix-matrix products of a GGUF weight with f32 activations.
+//!
+//! This is the one interface the model code calls. Two implementations sit behind it:
+//! * [`crate::kernels`]: quantized-activation integer dot products (activations quantized to
+//!   Q8_0/Q8_1 blocks as ggml does) for Q4_0, Q4_1 and Q8_0 weights, with a scalar reference and
+//!   an AVX2 version chosen at run time;
+//! * the portable path: each weight row is dequantized into a small per-thread scratch buffer
+//!   (`slmpack_quant::dequantize_row`) and dotted with the f32 activations.
+//!
+//! Both run in parallel over output rows with rayon; the batch (prefill) form reuses each
+//! weight row (dequantized or not) for every token of the batch.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use crate::kernels;
+use crate::ops::dot_f32;
+use crate::tensor::QTensor;
+
+/// Output rows per rayon task.
+const ROWS_PER_TASK: usize = 16;
+
+thread_local! {
+    static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A raw output pointer shared by tasks that write disjoint elements.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncOut(pub(crate) *mut f32);
+// SAFETY: every task writes a disjoint set of indices (its own output rows), and the slice the
+// pointer comes from outlives the parallel section.
+unsafe impl Send for SyncOut {}
+unsafe impl Sync for SyncOut {}
+
+/// `y = W x` for one activation vector (`x.len() == w.cols`, `y.len() == w.rows`).
+pub fn matvec(w: &QTensor, x: &[f32], y: &mut [f32]) {
+    matmul(w, x, 1, y);
+}
+
+/// `ys[t] = W xs[t]` for `n_tokens` activation rows stored one after another
+/// (`xs.len() == n_tokens * w.cols`, `ys.len() == n_tokens * w.rows`).
+pub fn matmul(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
+    assert_eq!(xs.len(), n_tokens * w.cols, "matmul `{}`: input size", w.name);
+    assert_eq!(ys.len(), n_tokens * w.rows, "matmul `{}`: output size", w.name);
+    if kernels::matmul(w, xs, n_tokens, ys) {
+        return;
+    }
+    matmul_dequant(w, xs, n_tokens, ys);
+}
+
+/// The portable path: dequantize each weight row, then f32 dot products.
+pub fn matmul_dequant(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
+    let out = SyncOut(ys.as_mut_ptr());
+    let rows = w.rows;
+    let cols = w.cols;
+    let n_tasks = rows.div_ceil(ROWS_PER_TASK);
+    (0..n_tasks).into_par_iter().for_each(|task| {
+        let out = out;
+        let r0 = task * ROWS_PER_TASK;
+        let r1 = (r0 + ROWS_PER_TASK).min(rows);
+        let direct = w.ty == slmpack_gguf::GgmlType::F32;
+        ROW.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if !direct && buf.len() != cols {
+                buf.resize(cols, 0.0);
+            }
+            for r in r0..r1 {
+                let bytes = w.row(r);
+                let row: &[f32] = match direct.then(|| bytemuck::try_cast_slice::<u8, f32>(bytes)) {
+                    Some(Ok(f)) => f,
+                    _ => {
+                        if buf.len() != cols {
+                            buf.resize(cols, 0.0);
+                        }
+                        slmpack_quant::dequantize_row(w.ty, bytes, &mut buf[..])
+                            .expect("weight types are checked when the model loads");
+                        &buf[..]
+                    }
+                };
+                for t in 0..n_tokens {
+                    let v = dot_f32(row, &xs[t * cols..(t + 1) * cols]);
+                    // SAFETY: (t, r) is written by this task only; index < n_tokens * rows.
+                    unsafe { *out.0.add(t * rows + r) = v };
+                }
+            }
+        });
+    });
+}
