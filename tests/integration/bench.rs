@@ -32,34 +32,38 @@ fn report(tps: &[f64], ppl: f64, ppl_err: f64) -> serde_json::Value {
     let sd = (tps.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
     let energy = json!({"method": "estimate(laptop-x86)", "joules": 1.0, "tokens": 100,
                         "joules_per_token": 0.01, "joules_per_answer": null});
+    let speed = json!({"type": "speed", "n_tokens": 128, "depth": 0, "warmup": 1,
+        "samples_s": tps.iter().map(|t| 128.0 / t).collect::<Vec<_>>(),
+        "samples_tps": tps,
+        "tps": {"n": tps.len(), "mean": mean, "sd": sd,
+                "min": tps.iter().copied().fold(f64::INFINITY, f64::min),
+                "max": tps.iter().copied().fold(0.0, f64::max)}});
+    let text = json!({"type": "text", "file": "t.txt", "n_ctx": 256, "chunks": 4,
+        "ppl": {"ppl": ppl, "err": ppl_err, "tokens": 508}, "kld": null});
+    let workloads = json!([
+        {"scenario": "s", "name": "tg128", "kind": "tg", "duration_s": 1.0,
+         "result": speed, "energy": energy},
+        {"scenario": "s", "name": "ppl", "kind": "perplexity", "duration_s": 1.0,
+         "result": text, "energy": energy}
+    ]);
+    let tier = json!({
+        "name": "q4_0", "file": "q4_0.gguf", "file_bytes": 1000, "sha256": "00",
+        "bits_per_weight": 4.5, "load_s": 0.1, "mapped_bytes": 1000, "kv_bytes": 10,
+        "n_ctx": 512, "n_params": 10, "peak_rss_bytes": null, "peak_rss_reset": false,
+        "workloads": workloads
+    });
+    let machine = json!({"cpu": "test", "cores_available": 2, "threads_used": 2,
+        "isa": "scalar", "os": "Linux", "arch": "x86_64", "slmpack_version": "0.1.0",
+        "git_commit": "x"});
     json!({
         "schema": 1,
         "created_unix": 0,
-        "machine": {"cpu": "test", "cores_available": 2, "threads_used": 2, "isa": "scalar",
-                    "os": "Linux", "arch": "x86_64", "slmpack_version": "0.1.0", "git_commit": "x"},
+        "machine": machine,
         "runner": "test",
         "energy_method": "estimate(laptop-x86)",
         "scenarios": ["s"],
         "reference_tier": null,
-        "tiers": [{
-            "name": "q4_0", "file": "q4_0.gguf", "file_bytes": 1000, "sha256": "00",
-            "bits_per_weight": 4.5, "load_s": 0.1, "mapped_bytes": 1000, "kv_bytes": 10,
-            "n_ctx": 512, "n_params": 10, "peak_rss_bytes": null, "peak_rss_reset": false,
-            "workloads": [
-                {"scenario": "s", "name": "tg128", "kind": "tg", "duration_s": 1.0,
-                 "result": {"type": "speed", "n_tokens": 128, "depth": 0, "warmup": 1,
-                            "samples_s": tps.iter().map(|t| 128.0 / t).collect::<Vec<_>>(),
-                            "samples_tps": tps,
-                            "tps": {"n": tps.len(), "mean": mean, "sd": sd,
-                                    "min": tps.iter().copied().fold(f64::INFINITY, f64::min),
-                                    "max": tps.iter().copied().fold(0.0, f64::max)}},
-                 "energy": energy},
-                {"scenario": "s", "name": "ppl", "kind": "perplexity", "duration_s": 1.0,
-                 "result": {"type": "text", "file": "t.txt", "n_ctx": 256, "chunks": 4,
-                            "ppl": {"ppl": ppl, "err": ppl_err, "tokens": 508}, "kld": null},
-                 "energy": energy}
-            ]
-        }]
+        "tiers": [tier]
     })
 }
 
@@ -102,7 +106,14 @@ fn compare_gates_on_regressions_beyond_error_bars() {
 
     let r = slmpack(
         d,
-        &["bench", "compare", "base.json", "slow.json", "--fail-if-regress", "5%"],
+        &[
+            "bench",
+            "compare",
+            "base.json",
+            "slow.json",
+            "--fail-if-regress",
+            "5%",
+        ],
     );
     assert_eq!(r.code, 4, "{}{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("`q4_0/s/tg128/tps`"), "{}", r.stderr);
@@ -110,17 +121,41 @@ fn compare_gates_on_regressions_beyond_error_bars() {
 
     let r = slmpack(
         d,
-        &["bench", "compare", "base.json", "slow.json", "--fail-if-regress", "25"],
+        &[
+            "bench",
+            "compare",
+            "base.json",
+            "slow.json",
+            "--fail-if-regress",
+            "25",
+        ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
 
     let r = slmpack(
         d,
-        &["bench", "compare", "base.json", "noisy.json", "--fail-if-regress", "1%"],
+        &[
+            "bench",
+            "compare",
+            "base.json",
+            "noisy.json",
+            "--fail-if-regress",
+            "1%",
+        ],
     );
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
 
-    let r = slmpack(d, &["bench", "compare", "base.json", "base.json", "--fail-if-regress", "0%"]);
+    let r = slmpack(
+        d,
+        &[
+            "bench",
+            "compare",
+            "base.json",
+            "base.json",
+            "--fail-if-regress",
+            "0%",
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
 
     let r = slmpack(d, &["bench", "compare", "base.json", "nope.json"]);
@@ -129,7 +164,21 @@ fn compare_gates_on_regressions_beyond_error_bars() {
     std::fs::write(d.join("junk.json"), "{\"schema\": 1}").unwrap();
     let r = slmpack(d, &["bench", "compare", "base.json", "junk.json"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("junk.json") && r.stderr.contains("hint"), "{}", r.stderr);
-    let r = slmpack(d, &["bench", "compare", "base.json", "slow.json", "--fail-if-regress", "lots"]);
+    assert!(
+        r.stderr.contains("junk.json") && r.stderr.contains("hint"),
+        "{}",
+        r.stderr
+    );
+    let r = slmpack(
+        d,
+        &[
+            "bench",
+            "compare",
+            "base.json",
+            "slow.json",
+            "--fail-if-regress",
+            "lots",
+        ],
+    );
     assert_eq!(r.code, 2, "{}", r.stderr);
 }

@@ -9,11 +9,11 @@ pub type RunnerError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("`{path}`: {source}")]
+    // The cause is part of the message (not a `source`), so error chains print it once.
+    #[error("`{path}`: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("`{path}`: {msg}")]
     Scenario { path: PathBuf, msg: String },
@@ -33,12 +33,8 @@ pub enum BenchError {
         workload: String,
         msg: String,
     },
-    #[error("model `{path}`: {source}")]
-    Runner {
-        path: PathBuf,
-        #[source]
-        source: RunnerError,
-    },
+    #[error("model `{path}`: {error}")]
+    Runner { path: PathBuf, error: RunnerError },
     #[error("plot `{path}`: {msg}")]
     Plot { path: PathBuf, msg: String },
     #[error("{0}")]
@@ -49,7 +45,7 @@ impl BenchError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         BenchError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

@@ -114,11 +114,13 @@ impl Runner for InferRunner {
     ) -> slmpack_bench::Result<()> {
         let err = |e: RunnerError| BenchError::Runner {
             path: path.to_path_buf(),
-            source: e,
+            error: e,
         };
         // The kernels run on rayon's global pool (a local pool would need a `Send` callback).
         if let Some(n) = opts.threads {
-            let built = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+            let built = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global();
             if built.is_err() && rayon::current_num_threads() != n {
                 return Err(BenchError::Invalid(format!(
                     "cannot use {n} threads: the thread pool already runs {}",

@@ -79,7 +79,10 @@ mod tests {
         );
         let sys = render(
             SMOLLM2,
-            &[Message::new("system", "Be brief."), Message::new("user", "Hi")],
+            &[
+                Message::new("system", "Be brief."),
+                Message::new("user", "Hi"),
+            ],
             false,
             "",
             "",

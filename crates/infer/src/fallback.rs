@@ -148,7 +148,10 @@ mod tests {
     }
 
     /// Serve one request with `status` and `body`; send the request (head, body) back.
-    fn serve_once(status: &'static str, body: &'static str) -> (String, mpsc::Receiver<(String, String)>) {
+    fn serve_once(
+        status: &'static str,
+        body: &'static str,
+    ) -> (String, mpsc::Receiver<(String, String)>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/v1/chat/completions", l.local_addr().unwrap());
         let (tx, rx) = mpsc::channel();
@@ -195,8 +198,13 @@ mod tests {
         assert_eq!(a.text, "Paris.");
         assert_eq!(a.model.as_deref(), Some("big"));
         let (head, body) = rx.recv().unwrap();
-        assert!(head.starts_with("POST /v1/chat/completions HTTP/1.1"), "{head}");
-        assert!(head.to_ascii_lowercase().contains("authorization: bearer k123"));
+        assert!(
+            head.starts_with("POST /v1/chat/completions HTTP/1.1"),
+            "{head}"
+        );
+        assert!(head
+            .to_ascii_lowercase()
+            .contains("authorization: bearer k123"));
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["model"], "test-model");
         assert_eq!(v["max_tokens"], 32);
@@ -206,7 +214,10 @@ mod tests {
 
     #[test]
     fn http_errors_and_bad_bodies_are_reported() {
-        let (url, _rx) = serve_once("500 Internal Server Error", r#"{"error":{"message":"overloaded"}}"#);
+        let (url, _rx) = serve_once(
+            "500 Internal Server Error",
+            r#"{"error":{"message":"overloaded"}}"#,
+        );
         let e = FallbackClient::new(cfg(url)).ask(&[], 8, 0.0).unwrap_err();
         assert!(e.to_string().contains("HTTP 500: overloaded"), "{e}");
         let (url, _rx) = serve_once("200 OK", r#"{"nope":1}"#);
@@ -221,7 +232,9 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
-        let e = FallbackClient::new(cfg(url.clone())).ask(&[], 8, 0.0).unwrap_err();
+        let e = FallbackClient::new(cfg(url.clone()))
+            .ask(&[], 8, 0.0)
+            .unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with(&format!("fallback `{url}`")), "{msg}");
         assert!(msg.contains("refused"), "{msg}");

@@ -41,8 +41,18 @@ pub fn matvec(w: &QTensor, x: &[f32], y: &mut [f32]) {
 /// `ys[t] = W xs[t]` for `n_tokens` activation rows stored one after another
 /// (`xs.len() == n_tokens * w.cols`, `ys.len() == n_tokens * w.rows`).
 pub fn matmul(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
-    assert_eq!(xs.len(), n_tokens * w.cols, "matmul `{}`: input size", w.name);
-    assert_eq!(ys.len(), n_tokens * w.rows, "matmul `{}`: output size", w.name);
+    assert_eq!(
+        xs.len(),
+        n_tokens * w.cols,
+        "matmul `{}`: input size",
+        w.name
+    );
+    assert_eq!(
+        ys.len(),
+        n_tokens * w.rows,
+        "matmul `{}`: output size",
+        w.name
+    );
     if kernels::matmul(w, xs, n_tokens, ys) {
         return;
     }

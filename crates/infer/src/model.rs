@@ -129,7 +129,8 @@ impl Config {
         if f.get_u64(&k("expert_count")).unwrap_or(0) > 0 {
             return Err(InferError::Unsupported {
                 path: path.to_owned(),
-                msg: "mixture-of-experts models (`llama.expert_count` > 0) are not supported".into(),
+                msg: "mixture-of-experts models (`llama.expert_count` > 0) are not supported"
+                    .into(),
             });
         }
         let n_embd = req_u64(f, &k("embedding_length"), MAX_EMBD)? as usize;
@@ -140,7 +141,10 @@ impl Config {
             None => n_head,
         };
         let n_ff = req_u64(f, &k("feed_forward_length"), MAX_FF)? as usize;
-        let n_ctx_train = f.get_u64(&k("context_length")).unwrap_or(2048).clamp(1, 1 << 24) as usize;
+        let n_ctx_train = f
+            .get_u64(&k("context_length"))
+            .unwrap_or(2048)
+            .clamp(1, 1 << 24) as usize;
         if n_head % n_head_kv != 0 {
             return Err(meta_err(
                 path,
@@ -151,7 +155,11 @@ impl Config {
         let head_dim = match f.get_u64(&k("attention.key_length")) {
             Some(v) if v > 0 && v <= MAX_EMBD => v as usize,
             Some(v) => {
-                return Err(meta_err(path, &k("attention.key_length"), format!("is {v}")));
+                return Err(meta_err(
+                    path,
+                    &k("attention.key_length"),
+                    format!("is {v}"),
+                ));
             }
             None => {
                 if n_embd % n_head != 0 {
@@ -199,7 +207,11 @@ impl Config {
                 msg: format!("rope scaling `{scaling}` is not supported\n  hint: slmpack supports no scaling and `linear`"),
             });
         }
-        let freq_scale = if factor > 0.0 { (1.0 / factor) as f32 } else { 1.0 };
+        let freq_scale = if factor > 0.0 {
+            (1.0 / factor) as f32
+        } else {
+            1.0
+        };
         let n_vocab = match f.get_u64(&k("vocab_size")) {
             Some(v) => v,
             None => f
@@ -271,22 +283,26 @@ impl<'a> Loader<'a> {
                 format!("has type {}, which slmpack cannot compute with yet", t.ty),
             ));
         }
-        let row_bytes = t
-            .ty
-            .row_bytes(cols as u64)
-            .ok_or_else(|| {
-                tensor_err(
-                    self.f.path(),
-                    &t.name,
-                    format!("row length {cols} is not a multiple of the {} block size", t.ty),
-                )
-            })? as usize;
+        let row_bytes = t.ty.row_bytes(cols as u64).ok_or_else(|| {
+            tensor_err(
+                self.f.path(),
+                &t.name,
+                format!(
+                    "row length {cols} is not a multiple of the {} block size",
+                    t.ty
+                ),
+            )
+        })? as usize;
         let data = self.f.tensor_data(t);
         if data.len() != row_bytes * rows {
             return Err(tensor_err(
                 self.f.path(),
                 &t.name,
-                format!("has {} bytes of data, expected {}", data.len(), row_bytes * rows),
+                format!(
+                    "has {} bytes of data, expected {}",
+                    data.len(),
+                    row_bytes * rows
+                ),
             ));
         }
         Ok(QTensor {

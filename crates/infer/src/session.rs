@@ -52,7 +52,9 @@ impl<'m, 'a> Session<'m, 'a> {
     pub fn new(model: &'m Model<'a>, n_ctx: usize, batch: usize) -> Result<Self> {
         let c = &model.config;
         if n_ctx == 0 {
-            return Err(InferError::Invalid("the context size must be at least 1".into()));
+            return Err(InferError::Invalid(
+                "the context size must be at least 1".into(),
+            ));
         }
         let cap = batch.clamp(1, n_ctx);
         let kv = c.n_layer * n_ctx * c.kv_dim();
@@ -172,7 +174,12 @@ impl<'m, 'a> Session<'m, 'a> {
             let x = &mut s.x[..n * e];
             let xn = &mut s.xn[..n * e];
             for t in 0..n {
-                rms_norm(&x[t * e..(t + 1) * e], &l.attn_norm, c.rms_eps, &mut xn[t * e..(t + 1) * e]);
+                rms_norm(
+                    &x[t * e..(t + 1) * e],
+                    &l.attn_norm,
+                    c.rms_eps,
+                    &mut xn[t * e..(t + 1) * e],
+                );
             }
             let q = &mut s.q[..n * qd];
             let k = &mut s.k[..n * kvd];
@@ -241,7 +248,12 @@ impl<'m, 'a> Session<'m, 'a> {
             // feed-forward (SwiGLU)
             let xn = &mut s.xn[..n * e];
             for t in 0..n {
-                rms_norm(&x[t * e..(t + 1) * e], &l.ffn_norm, c.rms_eps, &mut xn[t * e..(t + 1) * e]);
+                rms_norm(
+                    &x[t * e..(t + 1) * e],
+                    &l.ffn_norm,
+                    c.rms_eps,
+                    &mut xn[t * e..(t + 1) * e],
+                );
             }
             let gate = &mut s.gate[..n * ff];
             let up = &mut s.up[..n * ff];
@@ -263,7 +275,12 @@ impl<'m, 'a> Session<'m, 'a> {
             Some(out) => {
                 let xn = &mut s.xn[..n * e];
                 for t in 0..n {
-                    rms_norm(&x[t * e..(t + 1) * e], &m.output_norm, c.rms_eps, &mut xn[t * e..(t + 1) * e]);
+                    rms_norm(
+                        &x[t * e..(t + 1) * e],
+                        &m.output_norm,
+                        c.rms_eps,
+                        &mut xn[t * e..(t + 1) * e],
+                    );
                 }
                 matmul(&m.output, xn, n, out);
                 s.logits.copy_from_slice(&out[(n - 1) * c.n_vocab..]);

@@ -45,9 +45,8 @@ impl std::fmt::Debug for TextCodec {
 
 impl TextCodec {
     pub fn from_gguf(f: &GgufFile) -> Result<TextCodec> {
-        let files = slmpack_tokenizer::hf_tokenizer_from_gguf(f).map_err(|e| {
-            InferError::Tokenizer(format!("`{}`: {e}", f.path().display()))
-        })?;
+        let files = slmpack_tokenizer::hf_tokenizer_from_gguf(f)
+            .map_err(|e| InferError::Tokenizer(format!("`{}`: {e}", f.path().display())))?;
         let bytes = serde_json::to_vec(&files.tokenizer_json)
             .map_err(|e| InferError::Tokenizer(e.to_string()))?;
         let inner = tokenizers::Tokenizer::from_bytes(&bytes)
@@ -72,7 +71,9 @@ impl TextCodec {
         .into_iter()
         .flatten()
         .collect();
-        let types = f.get("tokenizer.ggml.token_type").and_then(|v| v.as_array());
+        let types = f
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.as_array());
         for text in EOG_TEXTS {
             if let Some(t) = inner.token_to_id(text) {
                 let control = types

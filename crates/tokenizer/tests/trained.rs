@@ -17,7 +17,9 @@ use slmpack_tokenizer::{
 fn python() -> PathBuf {
     let p = std::env::var("SLMPACK_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
+        });
     assert!(
         p.is_file(),
         "oracle python not found at {}: set SLMPACK_PYTHON or run `bash tests/setup-python.sh` (tests/run.sh does both)",
@@ -139,7 +141,8 @@ fn write_vocab_gguf(path: &Path, kv: &[(String, Value)], n_vocab: usize) {
     for (k, v) in kv {
         w.set(k.clone(), v.clone());
     }
-    w.write(path, |_, _, _| Ok::<(), std::io::Error>(())).unwrap();
+    w.write(path, |_, _, _| Ok::<(), std::io::Error>(()))
+        .unwrap();
 }
 
 #[test]
@@ -149,8 +152,11 @@ fn trained_bytelevel_digits_tokenizer_round_trip() {
     run_py(TRAIN, &[d]);
     let texts_path = d.join("texts.json");
     std::fs::write(&texts_path, serde_json::to_vec(TEXTS).unwrap()).unwrap();
-    let want: Json =
-        serde_json::from_str(&run_py(ENCODE_HF, &[&d.join("tokenizer.json"), &texts_path])).unwrap();
+    let want: Json = serde_json::from_str(&run_py(
+        ENCODE_HF,
+        &[&d.join("tokenizer.json"), &texts_path],
+    ))
+    .unwrap();
 
     let tj: Json =
         serde_json::from_slice(&std::fs::read(d.join("tokenizer.json")).unwrap()).unwrap();
@@ -185,9 +191,15 @@ fn trained_bytelevel_digits_tokenizer_round_trip() {
         .map(|v| v.as_i64().unwrap())
         .collect();
     assert_eq!(&types[..3], &[3, 3, 3], "special tokens are CONTROL");
-    assert!(types[3..n_model].iter().all(|&t| t == 1), "model tokens are NORMAL");
+    assert!(
+        types[3..n_model].iter().all(|&t| t == 1),
+        "model tokens are NORMAL"
+    );
     assert_eq!(types[n_model], 4, "added non-special token is USER_DEFINED");
-    assert!(types[n_model + 1..].iter().all(|&t| t == 5), "padding is UNUSED");
+    assert!(
+        types[n_model + 1..].iter().all(|&t| t == 5),
+        "padding is UNUSED"
+    );
     let merges = strs(get(&kv, "tokenizer.ggml.merges"));
     let want_merges: Vec<String> = tj["model"]["merges"]
         .as_array()
@@ -203,10 +215,22 @@ fn trained_bytelevel_digits_tokenizer_round_trip() {
     assert_eq!(merges, want_merges);
     assert_eq!(get(&kv, "tokenizer.ggml.bos_token_id").as_u64(), Some(1));
     assert_eq!(get(&kv, "tokenizer.ggml.eos_token_id").as_u64(), Some(2));
-    assert_eq!(get(&kv, "tokenizer.ggml.unknown_token_id").as_u64(), Some(0));
-    assert_eq!(get(&kv, "tokenizer.ggml.padding_token_id").as_u64(), Some(2));
-    assert_eq!(get(&kv, "tokenizer.ggml.add_bos_token").as_bool(), Some(false));
-    assert_eq!(get(&kv, "tokenizer.ggml.add_space_prefix").as_bool(), Some(false));
+    assert_eq!(
+        get(&kv, "tokenizer.ggml.unknown_token_id").as_u64(),
+        Some(0)
+    );
+    assert_eq!(
+        get(&kv, "tokenizer.ggml.padding_token_id").as_u64(),
+        Some(2)
+    );
+    assert_eq!(
+        get(&kv, "tokenizer.ggml.add_bos_token").as_bool(),
+        Some(false)
+    );
+    assert_eq!(
+        get(&kv, "tokenizer.ggml.add_space_prefix").as_bool(),
+        Some(false)
+    );
     assert!(get(&kv, "tokenizer.chat_template")
         .as_str()
         .unwrap()
@@ -227,11 +251,16 @@ fn trained_bytelevel_digits_tokenizer_round_trip() {
         serde_json::to_vec(&files.tokenizer_json).unwrap(),
     )
     .unwrap();
-    let got: Json =
-        serde_json::from_str(&run_py(ENCODE_HF, &[&back.join("tokenizer.json"), &texts_path]))
-            .unwrap();
+    let got: Json = serde_json::from_str(&run_py(
+        ENCODE_HF,
+        &[&back.join("tokenizer.json"), &texts_path],
+    ))
+    .unwrap();
     assert_eq!(got, want);
-    assert_eq!(files.tokenizer_config_json["bos_token"], json!("<|im_start|>"));
+    assert_eq!(
+        files.tokenizer_config_json["bos_token"],
+        json!("<|im_start|>")
+    );
     assert_eq!(files.tokenizer_config_json["add_bos_token"], json!(false));
 
     // merges written as legacy "a b" strings give the same metadata as pairs
@@ -239,8 +268,16 @@ fn trained_bytelevel_digits_tokenizer_round_trip() {
     legacy["model"]["merges"] = Json::Array(want_merges.iter().map(|s| json!(s)).collect());
     let ldir = d.join("legacy");
     std::fs::create_dir(&ldir).unwrap();
-    std::fs::write(ldir.join("tokenizer.json"), serde_json::to_vec(&legacy).unwrap()).unwrap();
-    std::fs::copy(d.join("tokenizer_config.json"), ldir.join("tokenizer_config.json")).unwrap();
+    std::fs::write(
+        ldir.join("tokenizer.json"),
+        serde_json::to_vec(&legacy).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        d.join("tokenizer_config.json"),
+        ldir.join("tokenizer_config.json"),
+    )
+    .unwrap();
     let kv2 = gguf_metadata_from_hf(
         &ldir,
         &HfTokenizerOptions {
@@ -255,7 +292,11 @@ fn trained_bytelevel_digits_tokenizer_round_trip() {
     let mut odd = tj.clone();
     odd["pre_tokenizer"] = json!({"type": "Sequence", "pretokenizers": [
         {"type": "Punctuation", "behavior": "Isolated"}, {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}]});
-    std::fs::write(ldir.join("tokenizer.json"), serde_json::to_vec(&odd).unwrap()).unwrap();
+    std::fs::write(
+        ldir.join("tokenizer.json"),
+        serde_json::to_vec(&odd).unwrap(),
+    )
+    .unwrap();
     let err = gguf_metadata_from_hf(&ldir, &HfTokenizerOptions::default()).unwrap_err();
     assert!(matches!(err, TokenizerError::UnknownPre { .. }));
     let msg = err.to_string();

@@ -135,7 +135,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         } else {
             "phone-arm"
         };
-        base.join("devices").join(format!("{class}.yaml"))
+        let next_to_scenario = base.join("devices").join(format!("{class}.yaml"));
+        if next_to_scenario.is_file() {
+            next_to_scenario
+        } else {
+            Path::new("benchmarks/devices").join(format!("{class}.yaml"))
+        }
     });
     let rapl = if a.energy == "estimate" {
         None
@@ -153,8 +158,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             })?,
         }),
     };
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("creating `{}`", a.out.display()))?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating `{}`", a.out.display()))?;
     let runner = crate::infer_runner::InferRunner;
     let clock = SystemClock::default();
     let mut progress = Bar {
@@ -222,7 +226,11 @@ fn load_scenarios(given: &[PathBuf]) -> anyhow::Result<Vec<Scenario>> {
     for p in paths {
         let s = Scenario::load(&p)?;
         if out.iter().any(|o| o.name == s.name) {
-            bail!("`{}`: scenario name `{}` is used twice", p.display(), s.name);
+            bail!(
+                "`{}`: scenario name `{}` is used twice",
+                p.display(),
+                s.name
+            );
         }
         out.push(s);
     }

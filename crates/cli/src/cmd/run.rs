@@ -168,7 +168,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let n_ctx = match a.ctx_size {
         Some(0) => bail!("`--ctx-size` must be at least 1"),
         Some(n) => n,
-        None => c.n_ctx_train.min(4096).max(prompt.len() + a.n_predict.min(4096)),
+        None => c
+            .n_ctx_train
+            .min(4096)
+            .max(prompt.len() + a.n_predict.min(4096)),
     };
     let pool = thread_pool(a.threads)?;
 
