@@ -5,7 +5,7 @@
 //!   first, `warmup` untimed runs, then at least `repetitions` timed runs (more while less than
 //!   `min_duration_s` was measured); each run is one tokens/s sample.
 //! * chat follows MLPerf's LLM metrics: TTFT = prompt submitted → first token chosen (prefill
-//!   + first sampling), TPOT = (end − first token) / decode steps, end-to-end = submit → last
+//!   and the first sampling), TPOT = (end − first token) / decode steps, end-to-end = submit → last
 //!   token. Greedy decoding; queries = max(repetitions × prompts, min_queries).
 //! * perplexity / kld follow llama-perplexity: the text is tokenized once (BOS first if the
 //!   model adds one), cut into chunks of `n_ctx`, the first token of each chunk is replaced by

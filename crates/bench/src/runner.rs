@@ -197,7 +197,7 @@ fn scripted_logits(prev: u32, noise: f32, out: &mut [f32]) {
         h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
         h ^= h >> 32;
         let r = (h % 1000) as f32 / 1000.0;
-        let likely = (b'a'..=b'z').contains(&(i as u8)) && i < 256 || i == b' ' as usize;
+        let likely = i < 256 && (i as u8).is_ascii_lowercase() || i == b' ' as usize;
         *o = r + if likely { 3.0 } else { 0.0 };
         if noise != 0.0 {
             *o += noise * ((i as f32 * 0.37 + prev as f32).sin());

@@ -391,7 +391,7 @@ mod tests {
         let s = Summary::of(&r);
         assert!(close(s.mean, 224.0 / 3.0, 1e-12));
         // deviations 53.33, -10.67, -42.67: squares 2844.44 + 113.78 + 1820.44 = 4778.67; /2
-        assert!(close(s.sd, (4778.666_666_666_667f64 / 2.0).sqrt(), 1e-9));
+        assert!(close(s.sd, (4_778.666_666_666_667_f64 / 2.0).sqrt(), 1e-9));
     }
 
     #[test]
