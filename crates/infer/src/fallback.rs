@@ -69,6 +69,11 @@ impl FallbackClient {
         max_tokens: usize,
         temperature: f32,
     ) -> Result<FallbackAnswer> {
+        if !self.cfg.url.starts_with("http://") {
+            return Err(self.err(
+                "only http:// endpoints are supported (this build has no TLS)\n  hint: point `--fallback-url` at a local server or an http gateway, e.g. llama-server's http://127.0.0.1:8080/v1/chat/completions",
+            ));
+        }
         let start = Instant::now();
         let body = json!({
             "model": self.cfg.model,
@@ -238,6 +243,14 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.starts_with(&format!("fallback `{url}`")), "{msg}");
         assert!(msg.contains("refused"), "{msg}");
+    }
+
+    #[test]
+    fn https_is_refused_clearly() {
+        let e = FallbackClient::new(cfg("https://api.example.invalid/v1/chat/completions".into()))
+            .ask(&[], 8, 0.0)
+            .unwrap_err();
+        assert!(e.to_string().contains("only http://"), "{e}");
     }
 
     #[test]

@@ -137,9 +137,9 @@ pub fn vec_dot_q4_0_scalar(x: &[u8], y: &[BlockQ8]) -> f32 {
         let qs = &xb[2..18];
         let mut sumi0 = 0i32;
         let mut sumi1 = 0i32;
-        for j in 0..QK / 2 {
-            let v0 = (qs[j] & 0x0F) as i32 - 8;
-            let v1 = (qs[j] >> 4) as i32 - 8;
+        for (j, &q) in qs.iter().enumerate() {
+            let v0 = (q & 0x0F) as i32 - 8;
+            let v1 = (q >> 4) as i32 - 8;
             sumi0 += v0 * yb.qs[j] as i32;
             sumi1 += v1 * yb.qs[j + QK / 2] as i32;
         }
@@ -155,9 +155,9 @@ pub fn vec_dot_q4_1_scalar(x: &[u8], y: &[BlockQ8]) -> f32 {
         let qs = &xb[4..20];
         let mut sumi0 = 0i32;
         let mut sumi1 = 0i32;
-        for j in 0..QK / 2 {
-            sumi0 += (qs[j] & 0x0F) as i32 * yb.qs[j] as i32;
-            sumi1 += (qs[j] >> 4) as i32 * yb.qs[j + QK / 2] as i32;
+        for (j, &q) in qs.iter().enumerate() {
+            sumi0 += (q & 0x0F) as i32 * yb.qs[j] as i32;
+            sumi1 += (q >> 4) as i32 * yb.qs[j + QK / 2] as i32;
         }
         sumf += (f16_at(xb, 0) * yb.d) * (sumi0 + sumi1) as f32 + f16_at(xb, 2) * yb.s;
     }
@@ -203,7 +203,7 @@ const ROWS_PER_TASK: usize = 16;
 /// `ys[t] = W xs[t]` with quantized activations. Returns false (and does nothing) when the
 /// weight type is not handled, so the caller takes the portable path.
 pub fn matmul(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) -> bool {
-    if w.cols % QK != 0 {
+    if !w.cols.is_multiple_of(QK) {
         return false;
     }
     let Some(dot) = vec_dot_for(w.ty, isa()) else {
@@ -227,14 +227,13 @@ pub fn matmul(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) -> bool 
         (0..rows.div_ceil(ROWS_PER_TASK))
             .into_par_iter()
             .for_each(|task| {
-                let out = out;
                 let r0 = task * ROWS_PER_TASK;
                 for r in r0..(r0 + ROWS_PER_TASK).min(rows) {
                     let row = w.row(r);
                     for t in 0..n_tokens {
                         let v = dot(row, &act[t * nb..(t + 1) * nb]);
                         // SAFETY: (t, r) is written by this task only; index < n_tokens * rows.
-                        unsafe { *out.0.add(t * rows + r) = v };
+                        unsafe { *out.get().add(t * rows + r) = v };
                     }
                 }
             });

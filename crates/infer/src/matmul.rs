@@ -33,6 +33,14 @@ pub(crate) struct SyncOut(pub(crate) *mut f32);
 unsafe impl Send for SyncOut {}
 unsafe impl Sync for SyncOut {}
 
+impl SyncOut {
+    /// The pointer (a method, so closures capture the whole `SyncOut`, which is `Send`).
+    #[inline]
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `y = W x` for one activation vector (`x.len() == w.cols`, `y.len() == w.rows`).
 pub fn matvec(w: &QTensor, x: &[f32], y: &mut [f32]) {
     matmul(w, x, 1, y);
@@ -66,7 +74,6 @@ pub fn matmul_dequant(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) 
     let cols = w.cols;
     let n_tasks = rows.div_ceil(ROWS_PER_TASK);
     (0..n_tasks).into_par_iter().for_each(|task| {
-        let out = out;
         let r0 = task * ROWS_PER_TASK;
         let r1 = (r0 + ROWS_PER_TASK).min(rows);
         let direct = w.ty == slmpack_gguf::GgmlType::F32;
@@ -91,7 +98,7 @@ pub fn matmul_dequant(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) 
                 for t in 0..n_tokens {
                     let v = dot_f32(row, &xs[t * cols..(t + 1) * cols]);
                     // SAFETY: (t, r) is written by this task only; index < n_tokens * rows.
-                    unsafe { *out.0.add(t * rows + r) = v };
+                    unsafe { *out.get().add(t * rows + r) = v };
                 }
             }
         });

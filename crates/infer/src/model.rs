@@ -145,7 +145,7 @@ impl Config {
             .get_u64(&k("context_length"))
             .unwrap_or(2048)
             .clamp(1, 1 << 24) as usize;
-        if n_head % n_head_kv != 0 {
+        if !n_head.is_multiple_of(n_head_kv) {
             return Err(meta_err(
                 path,
                 &k("attention.head_count_kv"),
@@ -162,7 +162,7 @@ impl Config {
                 ));
             }
             None => {
-                if n_embd % n_head != 0 {
+                if !n_embd.is_multiple_of(n_head) {
                     return Err(meta_err(
                         path,
                         &k("attention.head_count"),
@@ -187,7 +187,7 @@ impl Config {
             .get_u64(&k("rope.dimension_count"))
             .map(|v| v as usize)
             .unwrap_or(head_dim);
-        if n_dims > head_dim || n_dims % 2 != 0 || n_dims == 0 {
+        if n_dims > head_dim || !n_dims.is_multiple_of(2) || n_dims == 0 {
             return Err(meta_err(
                 path,
                 &k("rope.dimension_count"),

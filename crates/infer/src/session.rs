@@ -169,7 +169,8 @@ impl<'m, 'a> Session<'m, 'a> {
 
         let scale = 1.0 / (hd as f32).sqrt();
         let group = c.n_head / c.n_head_kv;
-        let layer_stride = self.n_ctx * kvd;
+        let n_ctx = self.n_ctx;
+        let layer_stride = n_ctx * kvd;
         for (li, l) in m.layers.iter().enumerate() {
             let x = &mut s.x[..n * e];
             let xn = &mut s.xn[..n * e];
@@ -220,7 +221,8 @@ impl<'m, 'a> Session<'m, 'a> {
                     SCORES.with(|sc| {
                         let mut sc = sc.borrow_mut();
                         if sc.len() < n_kv {
-                            sc.resize(n_kv, 0.0);
+                            // once per thread: room for the whole context
+                            sc.resize(n_ctx.max(n_kv), 0.0);
                         }
                         let sc = &mut sc[..n_kv];
                         for (j, sj) in sc.iter_mut().enumerate() {

@@ -197,3 +197,100 @@ impl StreamDecoder {
         Ok(text.get(prefix_text.len()..).unwrap_or("").to_owned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slmpack_gguf::{GgufWriter, Value, ValueType};
+
+    /// A GGUF with only a byte-level vocabulary (256 byte tokens, one merge, 2 specials).
+    fn codec() -> TextCodec {
+        let mut bs: Vec<u32> = (33..=126).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+        let mut cs = bs.clone();
+        let mut n = 0;
+        for b in 0..256u32 {
+            if !bs.contains(&b) {
+                bs.push(b);
+                cs.push(256 + n);
+                n += 1;
+            }
+        }
+        let mut table = vec![String::new(); 256];
+        for (b, c) in bs.iter().zip(cs) {
+            table[*b as usize] = char::from_u32(c).unwrap().to_string();
+        }
+        let mut tokens = table.clone();
+        tokens.push("Ġh".into());
+        tokens.push("<|im_start|>".into());
+        tokens.push("<|im_end|>".into());
+        let mut types = vec![Value::I32(1); 257];
+        types.extend([Value::I32(3), Value::I32(3)]);
+        let mut w = GgufWriter::new();
+        w.set("general.architecture", "llama");
+        w.set("tokenizer.ggml.model", "gpt2");
+        w.set("tokenizer.ggml.pre", "smollm");
+        w.set("tokenizer.ggml.tokens", Value::strings(tokens));
+        w.set(
+            "tokenizer.ggml.token_type",
+            Value::array(ValueType::I32, types),
+        );
+        w.set("tokenizer.ggml.merges", Value::strings(["Ġ h"]));
+        w.set("tokenizer.ggml.bos_token_id", 257u32);
+        w.set("tokenizer.ggml.eos_token_id", 258u32);
+        w.set("tokenizer.ggml.add_bos_token", true);
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("vocab.gguf");
+        w.write(&p, |_, _, _| -> std::io::Result<()> { Ok(()) })
+            .unwrap();
+        let f = GgufFile::open(&p).unwrap();
+        TextCodec::from_gguf(&f).unwrap()
+    }
+
+    #[test]
+    fn encodes_bytes_merges_and_special_tokens() {
+        let c = codec();
+        // "a h" -> a, Ġh (merged); specials are recognized; BOS added once
+        let ids = c.encode("a h", true).unwrap();
+        assert_eq!(ids, vec![257, b'a' as u32, 256]);
+        let ids = c.encode("<|im_start|>x<|im_end|>", false).unwrap();
+        assert_eq!(ids.first(), Some(&257));
+        assert_eq!(ids.last(), Some(&258));
+        assert!(c.is_eog(258) && !c.is_eog(257));
+        assert_eq!(
+            c.decode(&c.encode("héllo 🦀", false).unwrap()).unwrap(),
+            "héllo 🦀"
+        );
+    }
+
+    #[test]
+    fn stream_decoder_never_splits_a_character() {
+        let c = codec();
+        let text = "é🦀 h日本";
+        let ids = c.encode(text, false).unwrap();
+        assert!(
+            ids.len() > text.chars().count(),
+            "multi-byte characters are several tokens"
+        );
+        let mut d = StreamDecoder::new();
+        let mut out = String::new();
+        let mut pieces = Vec::new();
+        for &id in &ids {
+            let p = d.push(&c, id).unwrap();
+            assert!(!p.contains('\u{FFFD}'), "{p:?}");
+            if !p.is_empty() {
+                pieces.push(p.clone());
+            }
+            out.push_str(&p);
+        }
+        out.push_str(&d.finish(&c).unwrap());
+        assert_eq!(out, text);
+        // é (2 bytes) and 🦀 (4 bytes) each come out whole, once complete
+        assert_eq!(pieces[0], "é");
+        assert_eq!(pieces[1], "🦀");
+        // an incomplete character at the end is flushed lossily by finish()
+        let mut d = StreamDecoder::new();
+        let crab = c.encode("🦀", false).unwrap();
+        assert_eq!(d.push(&c, crab[0]).unwrap(), "");
+        assert_eq!(d.finish(&c).unwrap(), "\u{FFFD}");
+    }
+}

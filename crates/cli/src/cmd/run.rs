@@ -117,7 +117,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             bail!("`--min-confidence` must be between 0 and 1, got {x}");
         }
     }
-    if !(a.temp >= 0.0) || !(0.0..=1.0).contains(&a.top_p) {
+    let sampling_ok = a.temp.is_finite() && a.temp >= 0.0 && (0.0..=1.0).contains(&a.top_p);
+    if !sampling_ok {
         bail!("`--temp` must be >= 0 and `--top-p` between 0 and 1");
     }
     let fallback = match &a.fallback_url {
