@@ -869,6 +869,10 @@ impl Bench<'_> {
         let mut tokens = 0u64;
         let (mut gold, mut pred, mut pred_norm) = (vec![], vec![], vec![]);
         let mut lp = Vec::new();
+        // Tokens in the KV cache: shared prefixes (the template) are evaluated once when the
+        // runtime can drop cached tokens.
+        let mut cached: Vec<u32> = Vec::new();
+        let n_vocab = h.n_vocab();
         for (context, choices, g) in items {
             // lm-eval-harness: trailing spaces of the context belong to the continuation.
             let ctx = context.trim_end_matches(' ');
@@ -881,11 +885,13 @@ impl Bench<'_> {
                     "an item has an empty context and the model has no BOS",
                 ));
             }
-            h.reset();
-            stats::log_softmax(h.eval(&ctx_toks).map_err(&e)?, &mut lp);
+            let (from, rows) =
+                eval_from(h, &mut cached, &ctx_toks, ctx_toks.len(), false).map_err(&e)?;
+            stats::log_softmax(&rows, &mut lp);
             let lp0 = lp.clone();
-            work.add(&prefill_work(info, ctx_toks.len(), 0));
-            tokens += ctx_toks.len() as u64;
+            let n = ctx_toks.len() - from;
+            work.add(&prefill_work(info, n, from));
+            tokens += n as u64;
             let mut ll = Vec::with_capacity(choices.len());
             for choice in choices {
                 let whole = h
@@ -895,9 +901,9 @@ impl Bench<'_> {
                 let split = if clean {
                     ctx_toks.len()
                 } else {
-                    ctx_toks.len().min(whole.len() - 1)
+                    ctx_toks.len().min(whole.len().saturating_sub(1)).max(1)
                 };
-                let cont = &whole[split..];
+                let cont = &whole[split.min(whole.len())..];
                 if cont.is_empty() {
                     return Err(werr(
                         tier,
@@ -905,29 +911,29 @@ impl Bench<'_> {
                         format!("choice `{choice}` adds no tokens"),
                     ));
                 }
-                let mut sum = if clean { lp0[cont[0] as usize] } else { 0.0 };
                 if clean && cont.len() == 1 {
-                    ll.push(sum);
+                    ll.push(lp0[cont[0] as usize]);
                     continue;
                 }
-                // Logits after each continuation token but the last.
-                let (rows, first_row) = if clean && h.truncate(ctx_toks.len()) {
-                    (h.eval_all(&cont[..cont.len() - 1]).map_err(&e)?, 1)
-                } else {
-                    h.reset();
-                    let all = h.eval_all(&whole[..whole.len() - 1]).map_err(&e)?;
-                    let start = (split - 1) * h.n_vocab();
-                    sum = 0.0;
-                    (all[start..].to_vec(), 0)
-                };
-                let n_vocab = h.n_vocab();
-                for (k, &tok) in cont.iter().enumerate().skip(first_row) {
-                    let r = k - first_row;
-                    stats::log_softmax(&rows[r * n_vocab..(r + 1) * n_vocab], &mut lp);
-                    sum += lp[tok as usize];
+                // Logits at positions split-1 .. whole.len()-2 predict the continuation; a
+                // clean split already has position split-1 (lp0).
+                let keep = if clean { split } else { split - 1 };
+                let (from, rows) =
+                    eval_from(h, &mut cached, &whole[..whole.len() - 1], keep, true).map_err(&e)?;
+                let evaluated = rows.len() / n_vocab;
+                tokens += evaluated as u64;
+                work.add(&prefill_work(info, evaluated, from));
+                let mut sum = 0.0;
+                for (k, &tok) in cont.iter().enumerate() {
+                    let p = split - 1 + k;
+                    if p < from {
+                        sum += lp0[tok as usize];
+                    } else {
+                        let r = p - from;
+                        stats::log_softmax(&rows[r * n_vocab..(r + 1) * n_vocab], &mut lp);
+                        sum += lp[tok as usize];
+                    }
                 }
-                tokens += (rows.len() / n_vocab) as u64;
-                work.add(&prefill_work(info, rows.len() / n_vocab, split));
                 ll.push(sum);
             }
             let best = |score: &dyn Fn(usize) -> f64| {
@@ -956,6 +962,35 @@ impl Bench<'_> {
             pred_norm,
         })
     }
+}
+
+/// Evaluate `toks` so the cache holds exactly them, reusing the longest common prefix with
+/// `cached` (at most `max_keep` tokens) when the runtime can drop the rest. Returns the first
+/// evaluated position and the logits: of every evaluated position (`all`) or of the last.
+fn eval_from(
+    h: &mut dyn ModelHandle,
+    cached: &mut Vec<u32>,
+    toks: &[u32],
+    max_keep: usize,
+    all: bool,
+) -> std::result::Result<(usize, Vec<f32>), RunnerError> {
+    let lcp = cached.iter().zip(toks).take_while(|(a, b)| a == b).count();
+    let mut keep = lcp.min(max_keep).min(toks.len().saturating_sub(1));
+    if keep == 0 || !h.truncate(keep) {
+        h.reset();
+        keep = 0;
+    }
+    cached.clear();
+    let out = if all {
+        h.eval_all(&toks[keep..])
+    } else {
+        h.eval(&toks[keep..]).map(|l| l.to_vec())
+    };
+    // On error the cache state is unknown: the next call resets.
+    if out.is_ok() {
+        cached.extend_from_slice(toks);
+    }
+    Ok((keep, out?))
 }
 
 #[derive(Default)]

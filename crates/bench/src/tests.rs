@@ -194,6 +194,9 @@ fn task_scores_agree_with_and_without_truncate() {
         };
         assert_eq!(x.pred, y.pred);
         assert_eq!(x.pred_norm, y.pred_norm);
+        // the shared template is evaluated once when the runtime can drop cached tokens
+        let (ea, eb) = (&ta.workloads[1].energy, &tb.workloads[1].energy);
+        assert!(ea.tokens * 2 < eb.tokens, "{} vs {}", ea.tokens, eb.tokens);
     }
 }
 
