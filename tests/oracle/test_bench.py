@@ -85,6 +85,8 @@ def test_perplexity_matches_llama_cpp_and_self_kld_is_zero(tmp_path):
     ours = by_name["ppl"]["ppl"]
 
     ppl, err, count = llama_cpp_perplexity(model, TEXT.read_text())
+    print(f"slmpack PPL {ours['ppl']:.4f} ± {ours['err']:.4f}; llama.cpp {ppl:.4f} ± {err:.4f}"
+          f" over {count} tokens")
     assert ours["tokens"] == count == CHUNKS * (N_CTX - 1 - N_CTX // 2)
     assert abs(ours["ppl"] - ppl) <= ours["err"], (ours, ppl, err)
     # the two error bars describe the same spread of per-token losses
