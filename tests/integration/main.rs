@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod bench;
 mod export;
 mod manifest;
 mod quantize;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod exit;
+mod infer_runner;
 
 /// Quantize, sign, verify and benchmark small language models for devices.
 #[derive(Parser, Debug)]
@@ -41,6 +42,9 @@ enum Command {
     Logits(cmd::logits::Args),
     /// Generate text with a llama-family GGUF (streamed; `--chat`, confidence, fallback).
     Run(cmd::run::Args),
+    /// Benchmark every tier with scenarios (speed, memory, accuracy, energy); `bench compare`
+    /// gates CI on regressions.
+    Bench(cmd::bench::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -56,6 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => cmd::export::run(a),
         Command::Logits(a) => cmd::logits::run(a),
         Command::Run(a) => cmd::run::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     }
 }
 

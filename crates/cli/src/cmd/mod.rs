@@ -1,3 +1,4 @@
+pub mod bench;
 pub mod device;
 pub mod export;
 pub mod inspect;
