@@ -108,7 +108,9 @@ fn model_info(model: &Model, mapped: u64, n_ctx: usize) -> ModelInfo {
         kv_bytes: kv_per_token * n_ctx as u64,
         kv_bytes_per_token: kv_per_token,
         int8_matmul: int8,
-        isa: slmpack_kernels::isa_report(),
+        isa: slmpack_kernels::isa_report()
+            .trim_start_matches("kernels: ")
+            .to_string(),
     }
 }
 
