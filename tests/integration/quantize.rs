@@ -145,32 +145,10 @@ fn config(tied: bool) -> serde_json::Value {
     })
 }
 
-/// GPT-2 byte-to-unicode table.
-fn byte_chars() -> Vec<char> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
-        .chain(0xA1..=0xAC)
-        .chain(0xAE..=0xFF)
-        .collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut out = vec![' '; 256];
-    for (b, c) in bs.iter().zip(cs) {
-        out[*b as usize] = char::from_u32(c).unwrap();
-    }
-    out
-}
-
 /// A byte-level BPE tokenizer.json: 256 byte tokens, 2 merges, 3 special tokens.
 fn tokenizer_json() -> serde_json::Value {
     let mut vocab = serde_json::Map::new();
-    for (i, c) in byte_chars().iter().enumerate() {
+    for (i, c) in super::byte_chars().iter().enumerate() {
         vocab.insert(c.to_string(), i.into());
     }
     vocab.insert("\u{120}t".to_string(), 256.into());

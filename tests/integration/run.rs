@@ -10,33 +10,11 @@ use slmpack_gguf::{GgmlType, GgufWriter, Value, ValueType};
 
 use super::{slmpack_p, stderr, stdout};
 
-/// GPT-2's byte -> printable character table.
-fn byte_chars() -> Vec<char> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
-        .chain(0xA1..=0xAC)
-        .chain(0xAE..=0xFF)
-        .collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut table = vec![' '; 256];
-    for (b, c) in bs.iter().zip(cs) {
-        table[*b as usize] = char::from_u32(c).unwrap();
-    }
-    table
-}
-
 /// A tiny llama GGUF (F32, 1 layer, n_embd 32) with a byte-level vocabulary, or with a
 /// different architecture / a missing tensor.
 fn write_model(path: &Path, arch: &str, drop_tensor: Option<&str>) {
     let (n_embd, n_ff, n_head, n_kv) = (32u64, 64u64, 4u64, 2u64);
-    let mut tokens: Vec<String> = byte_chars().iter().map(|c| c.to_string()).collect();
+    let mut tokens: Vec<String> = super::byte_chars().iter().map(|c| c.to_string()).collect();
     tokens.extend(["<|endoftext|>", "<|im_start|>", "<|im_end|>"].map(String::from));
     let n_vocab = tokens.len() as u64;
     let mut types = vec![Value::I32(1); 256];
