@@ -24,6 +24,8 @@ mod error;
 mod fp;
 mod k_quants;
 mod legacy;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 use blocks::*;
 pub use error::QuantError;
