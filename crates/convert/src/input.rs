@@ -783,13 +783,19 @@ impl Input {
                 buf.resize(rl, 0.0);
                 for (i, orow) in out.chunks_exact_mut(ob).enumerate() {
                     let s = Self::src_row(t, start + k * rows_per_task + i);
-                    convert_row(t.ty, &data[s * rb..(s + 1) * rb], buf).map_err(|msg| {
-                        ConvertError::Quant {
-                            tensor: t.name.clone(),
-                            msg,
+                    let src = &data[s * rb..(s + 1) * rb];
+                    let finite = match (t.ty, bytemuck::try_cast_slice::<u8, half::f16>(src)) {
+                        // the common case, in one pass
+                        (GgmlType::F16, Ok(h)) => slmpack_quant::f16_to_f32_finite(h, buf),
+                        _ => {
+                            convert_row(t.ty, src, buf).map_err(|msg| ConvertError::Quant {
+                                tensor: t.name.clone(),
+                                msg,
+                            })?;
+                            all_finite(buf)
                         }
-                    })?;
-                    if !all_finite(buf) {
+                    };
+                    if !finite {
                         return Err(ConvertError::NonFinite {
                             tensor: t.source_name.clone(),
                         });

@@ -118,6 +118,23 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
     with_block!(ty, B => { let _ = B::BLCK; true }, _ => false)
 }
 
+/// Widens F16 values to f32 (exactly, as `GGML_FP16_TO_FP32`) and tells whether all of them
+/// are finite, in one pass (F16C/AVX2 when the CPU has them). Converts
+/// `min(src.len(), dst.len())` values.
+pub fn f16_to_f32_finite(src: &[half::f16], dst: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx2() && std::arch::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU has AVX2 and F16C (checked just above).
+        return unsafe { x86::f16_to_f32_finite(src, dst) };
+    }
+    let mut all = true;
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+        all &= d.is_finite();
+    }
+    all
+}
+
 /// Quantizes `src` (a row, or several rows back to back) to `ty`.
 ///
 /// `src.len()` must be a multiple of `ty.block_size()` and `dst.len()` must equal

@@ -409,3 +409,34 @@ fn simd_matches_scalar_q5_0() {
 fn simd_matches_scalar_q5_1() {
     simd_matches_scalar(x86::quantize_q5_1, legacy::quantize_row_q5_1_ref);
 }
+
+#[test]
+fn f16_to_f32_finite_is_exact_on_every_f16() {
+    let all: Vec<half::f16> = (0..=u16::MAX).map(half::f16::from_bits).collect();
+    let mut out = vec![0f32; all.len()];
+    assert!(!f16_to_f32_finite(&all, &mut out)); // holds infinities and NaNs
+    for (h, &f) in all.iter().zip(&out) {
+        let want = h.to_f32();
+        assert!(
+            f.to_bits() == want.to_bits() || (f.is_nan() && want.is_nan()),
+            "{:#06x}",
+            h.to_bits()
+        );
+    }
+    // the finite flag, wherever the one non-finite value sits (vector body or tail)
+    for len in [1usize, 7, 8, 9, 16, 23, 64, 576] {
+        let mut x: Vec<half::f16> = (0..len)
+            .map(|i| half::f16::from_f32(i as f32 * 0.25 - 3.0))
+            .collect();
+        let mut y = vec![0f32; len];
+        assert!(f16_to_f32_finite(&x, &mut y), "{len}");
+        for bad in [half::f16::INFINITY, half::f16::NEG_INFINITY, half::f16::NAN] {
+            for pos in [0, len / 2, len - 1] {
+                let keep = x[pos];
+                x[pos] = bad;
+                assert!(!f16_to_f32_finite(&x, &mut y), "{len} {pos}");
+                x[pos] = keep;
+            }
+        }
+    }
+}

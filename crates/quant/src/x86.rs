@@ -356,3 +356,30 @@ pub(crate) fn quantize_q5_1(src: &[f32], dst: &mut [BlockQ5_1]) {
         }
     }
 }
+
+/// F16 -> f32 for a whole row with F16C, eight at a time, and whether every value is finite
+/// (the conversion is exact, so this is `half`'s result; the check rides along for free).
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) fn f16_to_f32_finite(src: &[half::f16], dst: &mut [f32]) -> bool {
+    let n = src.len().min(dst.len());
+    let inf = _mm256_set1_ps(f32::INFINITY);
+    let mut ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n elements on both sides; unaligned loads and stores.
+        let v = unsafe {
+            let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
+            _mm256_cvtph_ps(h)
+        };
+        ok = _mm256_and_ps(ok, _mm256_cmp_ps::<_CMP_LT_OQ>(abs(v), inf));
+        // SAFETY: as above.
+        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(i), v) };
+        i += 8;
+    }
+    let mut all = _mm256_movemask_ps(ok) == 0xff;
+    for (d, s) in dst[i..n].iter_mut().zip(&src[i..n]) {
+        *d = s.to_f32();
+        all &= d.is_finite();
+    }
+    all
+}
