@@ -14,10 +14,15 @@
 //! (float-to-int casts of NaN and out-of-range values); slmpack defines them the way x86-64
 //! builds of ggml behave (`cvttss2si`: `INT_MIN`, then truncation to 8 bits), so NaN, ±inf,
 //! ±`f32::MAX` and subnormal inputs give the same bytes as llama.cpp's ggml (tested). The one
-//! known exception: Q4_K/Q5_K blocks where a NaN carrying a payload meets the `inf * 0` NaNs of
-//! an overflowed scale, because which NaN survives an addition depends on the C compiler's
-//! operand order. F16 writes NaN as the quiet NaN `0x7e00` (sign kept), as ggml does; BF16
-//! keeps the upper payload bits and sets the quiet bit.
+//! known exception: Q2_K/Q4_K/Q5_K blocks where a NaN carrying a payload meets the `inf * 0`
+//! NaNs of an overflowed scale, because which NaN survives an addition depends on the
+//! compiler's operand order (C's, and ours in vector code). F16 writes NaN as the quiet NaN
+//! `0x7e00` (sign kept), as ggml does; BF16 keeps the upper payload bits and sets the quiet bit.
+//!
+//! On x86-64 CPUs with AVX2 (detected at run time) the 32-element formats and the K-quant
+//! scale searches run vectorized code (`x86.rs`, the `avx2` module of `k_quants.rs`) that does
+//! the scalar code's float operations in the same order per element or sub-block, so the bytes
+//! do not depend on the CPU; the scalar ports remain the reference and the fallback.
 
 pub mod blocks;
 mod error;
