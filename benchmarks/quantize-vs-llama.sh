@@ -2,6 +2,9 @@
 # SmolLM2-135M F16 GGUF -> Q8_0, Q4_0, Q4_K_M: wall time and peak RSS of `slmpack quantize`
 # vs llama.cpp's own quantizer (llama_model_quantize through llama-cpp-python), same input
 # file, same thread count, run back to back. Prints a Markdown table for docs/performance.md.
+# The llama.cpp side runs in Python (start-up + `import llama_cpp` included, measured alone and
+# also subtracted in the "w/o Python" column); "data equal" compares every tensor's type and
+# bytes of the two outputs with gguf-py.
 #
 #   bash benchmarks/quantize-vs-llama.sh            # THREADS=2 by default
 #
@@ -47,8 +50,8 @@ read -r py_s py_k py_c < <(measure "$PY" -c "import llama_cpp")
 echo "python + import llama_cpp alone: ${py_s}s wall, ${py_c}s CPU, $((py_k / 1024)) MiB (included in the llama.cpp numbers below)"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| type | slmpack wall s | llama.cpp wall s | wall speed-up | slmpack CPU s | llama.cpp CPU s | CPU ratio | slmpack peak RSS MiB | llama.cpp peak RSS MiB | RSS ratio | sizes equal |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| type | slmpack wall s | llama.cpp wall s | wall speed-up | w/o Python | slmpack CPU s | llama.cpp CPU s | CPU ratio | slmpack peak RSS MiB | llama.cpp peak RSS MiB | RSS ratio | data equal |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for t in q8_0 q4_0 q4_k_m; do
   ours="$WORK/slmpack-$t.gguf"
   theirs="$WORK/llama-$t.gguf"
@@ -59,7 +62,13 @@ p = llama_cpp.llama_model_quantize_default_params()
 p.ftype = ${LLAMA_FTYPE[$t]}
 p.nthread = $THREADS
 raise SystemExit(llama_cpp.llama_model_quantize(b'$F16', b'$theirs', ctypes.byref(p)))")
-  same=$([ "$(stat -c %s "$ours")" = "$(stat -c %s "$theirs")" ] && echo yes || echo no)
-  awk -v t="$t" -v ss="$s_s" -v ls="$l_s" -v sc="$s_c" -v lc="$l_c" -v sk="$s_k" -v lk="$l_k" -v same="$same" 'BEGIN {
-    printf "| %s | %.2f | %.2f | %.1fx | %.2f | %.2f | %.1fx | %.0f | %.0f | %.2f | %s |\n", t, ss, ls, ls/ss, sc, lc, lc/sc, sk/1024, lk/1024, sk/lk, same }'
+  same=$("$PY" -c "
+import gguf
+a, b = gguf.GGUFReader('$ours'), gguf.GGUFReader('$theirs')
+ta, tb = {t.name: t for t in a.tensors}, {t.name: t for t in b.tensors}
+ok = ta.keys() == tb.keys() and all(
+    ta[n].tensor_type == tb[n].tensor_type and ta[n].data.tobytes() == tb[n].data.tobytes() for n in ta)
+print('yes' if ok else 'NO')")
+  awk -v t="$t" -v ss="$s_s" -v ls="$l_s" -v ps="$py_s" -v sc="$s_c" -v lc="$l_c" -v sk="$s_k" -v lk="$l_k" -v same="$same" 'BEGIN {
+    printf "| %s | %.2f | %.2f | %.1fx | %.1fx | %.2f | %.2f | %.1fx | %.0f | %.0f | %.2f | %s |\n", t, ss, ls, ls/ss, (ls-ps)/ss, sc, lc, lc/sc, sk/1024, lk/1024, sk/lk, same }'
 done

@@ -757,26 +757,65 @@ impl Input {
         }
     }
 
-    /// Output rows `start..start+n` as f32 (`dst.len() == n * row_len`), rows in parallel.
-    pub fn read_rows_f32(&self, t: &SrcTensor, start: usize, dst: &mut [f32]) -> Result<()> {
+    /// Output rows `start..start+n` converted to f32 and quantized to `ty` into `dst`
+    /// (`n * ty.row_bytes(row_len)` bytes), in parallel over groups of rows. Each row is
+    /// converted into a small per-task buffer right before it is quantized, so the f32 copy
+    /// stays in the core's cache instead of making a round trip through memory.
+    pub fn quantize_rows(
+        &self,
+        t: &SrcTensor,
+        start: usize,
+        ty: GgmlType,
+        dst: &mut [u8],
+    ) -> Result<()> {
         let data = self.data(t);
         let rb = t.src_row_bytes();
         let rl = t.row_len();
-        dst.par_chunks_mut(rl).enumerate().try_for_each(|(i, row)| {
-            let s = Self::src_row(t, start + i);
-            let src = &data[s * rb..(s + 1) * rb];
-            convert_row(t.ty, src, row).map_err(|msg| ConvertError::Quant {
-                tensor: t.name.clone(),
-                msg,
-            })?;
-            if !row.iter().all(|v| v.is_finite()) {
-                return Err(ConvertError::NonFinite {
-                    tensor: t.source_name.clone(),
-                });
-            }
-            Ok(())
-        })
+        let ob = ty.row_bytes(rl as u64).unwrap_or(0) as usize;
+        if ob == 0 || dst.is_empty() {
+            return Ok(());
+        }
+        // at least ~16K elements per task: tiny rows would drown in scheduling overhead
+        let rows_per_task = (16384 / rl).max(1);
+        dst.par_chunks_mut(ob * rows_per_task)
+            .enumerate()
+            .try_for_each_init(Vec::<f32>::new, |buf, (k, out)| {
+                buf.resize(rl, 0.0);
+                for (i, orow) in out.chunks_exact_mut(ob).enumerate() {
+                    let s = Self::src_row(t, start + k * rows_per_task + i);
+                    let src = &data[s * rb..(s + 1) * rb];
+                    let finite = match (t.ty, bytemuck::try_cast_slice::<u8, half::f16>(src)) {
+                        // the common case, in one pass
+                        (GgmlType::F16, Ok(h)) => slmpack_quant::f16_to_f32_finite(h, buf),
+                        _ => {
+                            convert_row(t.ty, src, buf).map_err(|msg| ConvertError::Quant {
+                                tensor: t.name.clone(),
+                                msg,
+                            })?;
+                            all_finite(buf)
+                        }
+                    };
+                    if !finite {
+                        return Err(ConvertError::NonFinite {
+                            tensor: t.source_name.clone(),
+                        });
+                    }
+                    slmpack_quant::quantize_row(ty, buf, orow).map_err(|e| {
+                        ConvertError::Quant {
+                            tensor: t.name.clone(),
+                            msg: e.to_string(),
+                        }
+                    })?;
+                }
+                Ok(())
+            })
     }
+}
+
+/// No NaN or infinity in `x` (a branch-free fold, so it vectorizes).
+fn all_finite(x: &[f32]) -> bool {
+    x.chunks(256)
+        .all(|c| c.iter().fold(true, |ok, v| ok & (v.abs() < f32::INFINITY)))
 }
 
 fn convert_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> std::result::Result<(), String> {

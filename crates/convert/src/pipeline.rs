@@ -11,8 +11,8 @@ use crate::ftype::Ftype;
 use crate::input::{Input, SrcTensor};
 use crate::rules::{choose_types, Fallback, TensorDesc, TypeRules};
 
-/// f32 elements converted per chunk (4 MiB of f32): enough work per chunk for every thread,
-/// small enough that memory stays flat.
+/// Elements converted and quantized per chunk: enough work per chunk for every thread, small
+/// enough that memory stays flat (f32 copies exist only one row per thread at a time).
 const CHUNK_ELEMS: usize = 1 << 20;
 
 /// `GGML_QNT_VERSION`
@@ -209,11 +209,10 @@ fn check_convertible(t: &SrcTensor, to: GgmlType, allow_requantize: bool) -> Res
 /// Write the planned file atomically (temp file in `out`'s folder, renamed at the end).
 pub fn write(input: &Input, plan: &Plan, out: &Path, progress: &dyn Progress) -> Result<()> {
     progress.start(plan.tensors.len(), plan.data_bytes);
-    let mut f32_buf: Vec<f32> = Vec::new();
     let mut out_buf: Vec<u8> = Vec::new();
     let res = plan.writer.write(out, |i, spec, w: &mut dyn Write| {
         let t = &input.tensors[i];
-        write_tensor(input, t, spec.ty, w, &mut f32_buf, &mut out_buf)?;
+        write_tensor(input, t, spec.ty, w, &mut out_buf)?;
         progress.tensor_done(i, &t.name, spec.ty, spec.n_bytes());
         Ok::<(), ConvertError>(())
     });
@@ -249,7 +248,6 @@ fn write_tensor(
     t: &SrcTensor,
     ty: GgmlType,
     w: &mut dyn Write,
-    f32_buf: &mut Vec<f32>,
     out_buf: &mut Vec<u8>,
 ) -> Result<()> {
     let rl = t.row_len();
@@ -267,16 +265,9 @@ fn write_tensor(
         if ty == t.ty {
             input.read_rows_raw(t, r, n, out_buf);
         } else {
-            f32_buf.resize(n * rl, 0.0);
-            input.read_rows_f32(t, r, &mut f32_buf[..n * rl])?;
             let ob = ty.row_bytes(rl as u64).expect("planned") as usize * n;
             out_buf.resize(ob, 0);
-            slmpack_quant::quantize(ty, &f32_buf[..n * rl], rl, out_buf).map_err(|e| {
-                ConvertError::Quant {
-                    tensor: t.name.clone(),
-                    msg: e.to_string(),
-                }
-            })?;
+            input.quantize_rows(t, r, ty, out_buf)?;
         }
         w.write_all(out_buf).map_err(werr)?;
         input.release_rows(t, r, n);

@@ -235,144 +235,148 @@ fn make_qkx2_quants<const N: usize>(
     scale
 }
 
-/// [`make_qkx2_quants`] with the `nstep + 1` candidate scales evaluated side by side in lanes.
+/// [`make_qkx2_quants`] on `S` sub-blocks at once, one sub-block per lane.
 ///
-/// Each lane runs exactly the scalar float sequence of its candidate (same operations, same
-/// order over `i`), so every sum is bit-identical to ggml's; only the order of independent work
-/// changes. ggml's loop is sequential in one respect: a winning candidate replaces `min`, which
-/// later candidates use. So the lanes are evaluated speculatively with the current `min`, the
-/// winners are taken in candidate order, and after a win that changes `min` the remaining
-/// candidates are evaluated again.
+/// `xt[i][s]` / `wt[i][s]` are element `i` (and its weight) of sub-block `s`. Every lane runs
+/// exactly ggml's sequence for its own sub-block: the candidate loop, the sums over `i` in
+/// order, the same expressions; lanes only make independent work run side by side, so there is
+/// no speculation and nothing to redo when a winning candidate moves `min`. Writes the quants
+/// of sub-block `s` to `l_out[N * s..N * s + N]`, its scale to `scales[s]` and `-min` to
+/// `the_min[s]`.
 #[inline(always)]
-fn make_qkx2_quants_lanes<const N: usize, const G: usize>(
+fn make_qkx2_quants_sub<const N: usize, const S: usize>(
     nmax: i32,
-    x: &[f32; N],
-    weights: &[f32; N],
-    l_out: &mut [u8; N],
-    the_min: &mut f32,
+    xt: &[[f32; S]; N],
+    wt: &[[f32; S]; N],
+    l_out: &mut [u8],
+    scales: &mut [f32],
+    the_min: &mut [f32],
     rmin: f32,
     rdelta: f32,
     nstep: usize,
     use_mad: bool,
-) -> f32 {
-    let mut min = x[0];
-    let mut max = x[0];
-    let mut sum_w = weights[0];
-    let mut sum_x = sum_w * x[0];
+) {
+    let mut min = xt[0];
+    let mut max = xt[0];
+    let mut sum_w = wt[0];
+    let mut sum_x = [0.0f32; S];
+    for s in 0..S {
+        sum_x[s] = sum_w[s] * xt[0][s];
+    }
     for i in 1..N {
-        if x[i] < min {
-            min = x[i];
+        for s in 0..S {
+            let v = xt[i][s];
+            if v < min[s] {
+                min[s] = v;
+            }
+            if v > max[s] {
+                max[s] = v;
+            }
+            let w = wt[i][s];
+            sum_w[s] += w;
+            sum_x[s] += w * v;
         }
-        if x[i] > max {
-            max = x[i];
+    }
+    let mut flat = [false; S];
+    for s in 0..S {
+        if min[s] > 0.0 {
+            min[s] = 0.0;
         }
-        let w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
+        flat[s] = max[s] == min[s];
     }
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max == min {
-        l_out.fill(0);
-        *the_min = -min;
-        return 0.0;
-    }
+    let flat_min = min;
     let nmaxf = nmax as f32;
-    let iscale0 = nmaxf / (max - min);
-    let mut scale = 1.0 / iscale0;
-    let mut best_error = 0.0f32;
+    let mut iscale = [0.0f32; S];
+    let mut scale = [0.0f32; S];
+    for s in 0..S {
+        iscale[s] = nmaxf / (max[s] - min[s]);
+        scale[s] = 1.0 / iscale[s];
+    }
+    let mut best_error = [0.0f32; S];
     for i in 0..N {
-        let l = nearest_int(iscale0 * (x[i] - min)).clamp(0, nmax);
-        l_out[i] = l as u8;
-        let diff = scale * l as f32 + min - x[i];
-        let diff = if use_mad { diff.abs() } else { diff * diff };
-        best_error += weights[i] * diff;
-    }
-    let mut winner: Option<(f32, f32)> = None; // (iscale, min) that produced the best L
-    let mut start = 0usize;
-    while start <= nstep {
-        // candidates start .. start + G, evaluated with the current min
-        let range = max - min;
-        let mut iscale = [0.0f32; G];
-        for (k, s) in iscale.iter_mut().enumerate() {
-            // as ggml forms it: (rmin + rdelta*is + nmax)/(max - min)
-            *s = (rmin + rdelta * (start + k) as f32 + nmaxf) / range;
+        for s in 0..S {
+            let l = nearest_int(iscale[s] * (xt[i][s] - min[s])).clamp(0, nmax) as f32;
+            let diff = scale[s] * l + min[s] - xt[i][s];
+            let diff = if use_mad { diff.abs() } else { diff * diff };
+            best_error[s] += wt[i][s] * diff;
         }
-        let mut sum_l = [0.0f32; G];
-        let mut sum_l2 = [0.0f32; G];
-        let mut sum_xl = [0.0f32; G];
+    }
+    // the (iscale, min) that produced each lane's current L
+    let mut win_iscale = iscale;
+    let mut win_min = min;
+    for is in 0..=nstep {
+        for s in 0..S {
+            iscale[s] = (rmin + rdelta * is as f32 + nmaxf) / (max[s] - min[s]);
+        }
+        let mut sum_l = [0.0f32; S];
+        let mut sum_l2 = [0.0f32; S];
+        let mut sum_xl = [0.0f32; S];
         for i in 0..N {
-            let xm = x[i] - min;
-            let w = weights[i];
-            let xi = x[i];
-            for k in 0..G {
-                let l = nearest_int(iscale[k] * xm).clamp(0, nmax) as f32;
-                let wl = w * l;
-                sum_l[k] += wl;
-                sum_l2[k] += wl * l;
-                sum_xl[k] += wl * xi;
+            for s in 0..S {
+                let l = nearest_int(iscale[s] * (xt[i][s] - min[s])).clamp(0, nmax) as f32;
+                let wl = wt[i][s] * l;
+                sum_l[s] += wl;
+                sum_l2[s] += wl * l;
+                sum_xl[s] += wl * xt[i][s];
             }
         }
-        let mut d = [0.0f32; G];
-        let mut this_scale = [0.0f32; G];
-        let mut this_min = [0.0f32; G];
-        for k in 0..G {
-            d[k] = sum_w * sum_l2[k] - sum_l[k] * sum_l[k];
-            let ts = (sum_w * sum_xl[k] - sum_x * sum_l[k]) / d[k];
-            let tm = (sum_l2[k] * sum_x - sum_l[k] * sum_xl[k]) / d[k];
+        let mut d = [0.0f32; S];
+        let mut this_scale = [0.0f32; S];
+        let mut this_min = [0.0f32; S];
+        for s in 0..S {
+            d[s] = sum_w[s] * sum_l2[s] - sum_l[s] * sum_l[s];
+            let ts = (sum_w[s] * sum_xl[s] - sum_x[s] * sum_l[s]) / d[s];
+            let tm = (sum_l2[s] * sum_x[s] - sum_l[s] * sum_xl[s]) / d[s];
             if tm > 0.0 {
-                this_min[k] = 0.0;
-                this_scale[k] = sum_xl[k] / sum_l2[k];
+                this_min[s] = 0.0;
+                this_scale[s] = sum_xl[s] / sum_l2[s];
             } else {
-                this_min[k] = tm;
-                this_scale[k] = ts;
+                this_min[s] = tm;
+                this_scale[s] = ts;
             }
         }
-        let mut cur_error = [0.0f32; G];
+        let mut cur_error = [0.0f32; S];
         for i in 0..N {
-            let xm = x[i] - min;
-            let w = weights[i];
-            let xi = x[i];
-            for k in 0..G {
-                let l = nearest_int(iscale[k] * xm).clamp(0, nmax) as f32;
-                let diff = this_scale[k] * l + this_min[k] - xi;
+            for s in 0..S {
+                let l = nearest_int(iscale[s] * (xt[i][s] - min[s])).clamp(0, nmax) as f32;
+                let diff = this_scale[s] * l + this_min[s] - xt[i][s];
                 let diff = if use_mad { diff.abs() } else { diff * diff };
-                cur_error[k] += w * diff;
+                cur_error[s] += wt[i][s] * diff;
             }
         }
-        let end = (start + G).min(nstep + 1);
-        let mut next = end;
-        for k in 0..end - start {
-            if d[k] > 0.0 && cur_error[k] < best_error {
-                best_error = cur_error[k];
-                scale = this_scale[k];
-                winner = Some((iscale[k], min));
-                if this_min[k] != min {
-                    // later candidates depend on min: evaluate them again
-                    min = this_min[k];
-                    next = start + k + 1;
-                    break;
-                }
+        for s in 0..S {
+            if d[s] > 0.0 && cur_error[s] < best_error[s] {
+                best_error[s] = cur_error[s];
+                scale[s] = this_scale[s];
+                win_iscale[s] = iscale[s];
+                win_min[s] = min[s];
+                min[s] = this_min[s];
             }
         }
-        start = next;
     }
-    if let Some((iscale, wmin)) = winner {
+    for s in 0..S {
+        let l = &mut l_out[N * s..N * s + N];
+        if flat[s] {
+            l.fill(0);
+            scales[s] = 0.0;
+            the_min[s] = -flat_min[s];
+            continue;
+        }
         for i in 0..N {
-            l_out[i] = nearest_int(iscale * (x[i] - wmin)).clamp(0, nmax) as u8;
+            l[i] = nearest_int(win_iscale[s] * (xt[i][s] - win_min[s])).clamp(0, nmax) as u8;
         }
+        scales[s] = scale[s];
+        the_min[s] = -min[s];
     }
-    *the_min = -min;
-    scale
 }
 
 /// `make_qx_quants(16, nmax, x, L, rmse_type = 1, qw = NULL)` with the 18 candidate scales
 /// evaluated in lanes. Candidates do not depend on each other here, only the choice among them
 /// is sequential, so this is a straight reordering of independent float sequences.
 #[inline(always)]
-fn make_qx_quants_rmse1_lanes(x: &[f32; 16], nmax: i32, l_out: &mut [i8]) -> f32 {
-    const L: usize = 20; // is = -9..=9 without 0 is 18 candidates; 2 padding lanes
+fn make_qx_quants_rmse1_lanes<const L: usize>(x: &[f32; 16], nmax: i32, l_out: &mut [i8]) -> f32 {
+    // is = -9..=9 without 0 is 18 candidates; L - 18 padding lanes (ignored)
+    const { assert!(L >= 18) };
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
     for &v in x {
@@ -452,13 +456,6 @@ fn sub<const N: usize>(x: &[f32], j: usize) -> &[f32; N] {
         .expect("sub-block in range")
 }
 
-#[inline(always)]
-fn sub_mut<const N: usize>(x: &mut [u8], j: usize) -> &mut [u8; N] {
-    (&mut x[N * j..N * (j + 1)])
-        .try_into()
-        .expect("sub-block in range")
-}
-
 /// Shared tail of Q4_K and Q5_K: pack 6-bit scales/mins, set `d`/`dmin`, requantize `l`.
 /// Returns (d, dmin) as stored.
 #[inline(always)]
@@ -490,10 +487,40 @@ fn pack_scales_k4(
     (fp32_to_fp16(max_scale / 63.0), fp32_to_fp16(max_min / 63.0))
 }
 
+/// [`make_qkx2_quants_sub`] on eight sub-blocks: the AVX2 intrinsics when `AVX` (only set by
+/// the callers in `mod avx2`, which run after the CPU check), the portable lanes otherwise.
+#[inline(always)]
+fn qkx2_sub8<const N: usize, const AVX: bool>(
+    nmax: i32,
+    xt: &[[f32; 8]; N],
+    wt: &[[f32; 8]; N],
+    l_out: &mut [u8],
+    scales: &mut [f32],
+    the_min: &mut [f32],
+    rmin: f32,
+    rdelta: f32,
+    nstep: usize,
+    use_mad: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: AVX is only true inside the AVX2 entry points (CPU checked by the caller).
+        unsafe {
+            avx2::make_qkx2_quants_sub8::<N>(
+                nmax, xt, wt, l_out, scales, the_min, rmin, rdelta, nstep, use_mad,
+            )
+        };
+        return;
+    }
+    make_qkx2_quants_sub::<N, 8>(
+        nmax, xt, wt, l_out, scales, the_min, rmin, rdelta, nstep, use_mad,
+    )
+}
+
 /// Sub-block search shared by Q4_K and Q5_K (`make_qkx2_quants` on each 32, with ggml's
 /// weights `av_x + |x|`). Returns (max_scale, max_min).
 #[inline(always)]
-fn kx2_subblocks(
+fn kx2_subblocks<const AVX: bool>(
     x: &[f32],
     nmax: i32,
     rmin: f32,
@@ -503,30 +530,33 @@ fn kx2_subblocks(
     scales: &mut [f32; 8],
     mins: &mut [f32; 8],
 ) -> (f32, f32) {
+    // element i of sub-block j in lane j
+    let mut xt = [[0.0f32; 8]; 32];
+    for j in 0..8 {
+        for i in 0..32 {
+            xt[i][j] = x[32 * j + i];
+        }
+    }
+    let mut sum_x2 = [0.0f32; 8];
+    for row in &xt {
+        for j in 0..8 {
+            sum_x2[j] += row[j] * row[j];
+        }
+    }
+    let mut av_x = [0.0f32; 8];
+    for j in 0..8 {
+        av_x[j] = (sum_x2[j] / 32.0).sqrt();
+    }
+    let mut wt = [[0.0f32; 8]; 32];
+    for i in 0..32 {
+        for j in 0..8 {
+            wt[i][j] = av_x[j] + xt[i][j].abs();
+        }
+    }
+    qkx2_sub8::<32, AVX>(nmax, &xt, &wt, l, scales, mins, rmin, rdelta, nstep, false);
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
-    let mut weights = [0.0f32; 32];
     for j in 0..QK_K / 32 {
-        let xs: &[f32; 32] = sub(x, j);
-        let mut sum_x2 = 0.0f32;
-        for &v in xs {
-            sum_x2 += v * v;
-        }
-        let av_x = (sum_x2 / 32.0).sqrt();
-        for (w, &v) in weights.iter_mut().zip(xs) {
-            *w = av_x + v.abs();
-        }
-        scales[j] = make_qkx2_quants_lanes::<32, 4>(
-            nmax,
-            xs,
-            &weights,
-            sub_mut(l, j),
-            &mut mins[j],
-            rmin,
-            rdelta,
-            nstep,
-            false,
-        );
         let scale = scales[j];
         if scale > max_scale {
             max_scale = scale;
@@ -565,28 +595,40 @@ fn requantize_k4(
     }
 }
 
+/// `quantize_row_q4_k_ref`, generic over the number of candidate scales evaluated side by
+/// side (every choice gives the same bytes; the AVX2 build uses wider lanes).
+#[inline(always)]
+fn quantize_row_q4_k<const AVX: bool>(src: &[f32], dst: &mut [BlockQ4K]) {
+    let mut l = [0u8; QK_K];
+    let mut mins = [0.0f32; 8];
+    let mut scales = [0.0f32; 8];
+    for (x, y) in src.chunks_exact(QK_K).zip(dst) {
+        let (max_scale, max_min) =
+            kx2_subblocks::<AVX>(x, 15, -1.0, 0.1, 20, &mut l, &mut scales, &mut mins);
+        let (d, dmin) = pack_scales_k4(&scales, &mins, max_scale, max_min, &mut y.scales);
+        y.d = d;
+        y.dmin = dmin;
+        requantize_k4(x, d, dmin, &y.scales, 15, &mut l);
+        for (jj, q) in y.qs.chunks_exact_mut(32).enumerate() {
+            let j = jj * 64;
+            for (i, qv) in q.iter_mut().enumerate() {
+                *qv = l[j + i] | (l[j + i + 32] << 4);
+            }
+        }
+    }
+}
+
 impl BlockFormat for BlockQ4K {
     const BLCK: usize = QK_K;
     const TYPE: GgmlType = GgmlType::Q4_K;
 
     fn quantize_row(src: &[f32], dst: &mut [Self]) {
-        let mut l = [0u8; QK_K];
-        let mut mins = [0.0f32; 8];
-        let mut scales = [0.0f32; 8];
-        for (x, y) in src.chunks_exact(QK_K).zip(dst) {
-            let (max_scale, max_min) =
-                kx2_subblocks(x, 15, -1.0, 0.1, 20, &mut l, &mut scales, &mut mins);
-            let (d, dmin) = pack_scales_k4(&scales, &mins, max_scale, max_min, &mut y.scales);
-            y.d = d;
-            y.dmin = dmin;
-            requantize_k4(x, d, dmin, &y.scales, 15, &mut l);
-            for (jj, q) in y.qs.chunks_exact_mut(32).enumerate() {
-                let j = jj * 64;
-                for (i, qv) in q.iter_mut().enumerate() {
-                    *qv = l[j + i] | (l[j + i + 32] << 4);
-                }
-            }
+        #[cfg(target_arch = "x86_64")]
+        if crate::x86::has_avx2() {
+            // SAFETY: the CPU has AVX2 (checked at run time).
+            return unsafe { avx2::quantize_row_q4_k(src, dst) };
         }
+        quantize_row_q4_k::<false>(src, dst)
     }
 
     fn dequantize_row(src: &[Self], dst: &mut [f32]) {
@@ -615,43 +657,55 @@ impl BlockFormat for BlockQ4K {
     }
 }
 
+/// `quantize_row_q5_k_ref`, generic over the number of candidate scales evaluated side by
+/// side (every choice gives the same bytes; the AVX2 build uses wider lanes).
+#[inline(always)]
+fn quantize_row_q5_k<const AVX: bool>(src: &[f32], dst: &mut [BlockQ5K]) {
+    let mut l = [0u8; QK_K];
+    let mut mins = [0.0f32; 8];
+    let mut scales = [0.0f32; 8];
+    for (x, y) in src.chunks_exact(QK_K).zip(dst) {
+        let (max_scale, max_min) =
+            kx2_subblocks::<AVX>(x, 31, -0.5, 0.1, 15, &mut l, &mut scales, &mut mins);
+        let (d, dmin) = pack_scales_k4(&scales, &mins, max_scale, max_min, &mut y.scales);
+        y.d = d;
+        y.dmin = dmin;
+        requantize_k4(x, d, dmin, &y.scales, 31, &mut l);
+        y.qh = [0; QK_K / 8];
+        let mut m1: u8 = 1;
+        let mut m2: u8 = 2;
+        for (nn, ql) in y.qs.chunks_exact_mut(32).enumerate() {
+            let n = nn * 64;
+            for j in 0..32 {
+                let mut l1 = l[n + j];
+                if l1 > 15 {
+                    l1 -= 16;
+                    y.qh[j] |= m1;
+                }
+                let mut l2 = l[n + j + 32];
+                if l2 > 15 {
+                    l2 -= 16;
+                    y.qh[j] |= m2;
+                }
+                ql[j] = l1 | (l2 << 4);
+            }
+            m1 <<= 2;
+            m2 <<= 2;
+        }
+    }
+}
+
 impl BlockFormat for BlockQ5K {
     const BLCK: usize = QK_K;
     const TYPE: GgmlType = GgmlType::Q5_K;
 
     fn quantize_row(src: &[f32], dst: &mut [Self]) {
-        let mut l = [0u8; QK_K];
-        let mut mins = [0.0f32; 8];
-        let mut scales = [0.0f32; 8];
-        for (x, y) in src.chunks_exact(QK_K).zip(dst) {
-            let (max_scale, max_min) =
-                kx2_subblocks(x, 31, -0.5, 0.1, 15, &mut l, &mut scales, &mut mins);
-            let (d, dmin) = pack_scales_k4(&scales, &mins, max_scale, max_min, &mut y.scales);
-            y.d = d;
-            y.dmin = dmin;
-            requantize_k4(x, d, dmin, &y.scales, 31, &mut l);
-            y.qh = [0; QK_K / 8];
-            let mut m1: u8 = 1;
-            let mut m2: u8 = 2;
-            for (nn, ql) in y.qs.chunks_exact_mut(32).enumerate() {
-                let n = nn * 64;
-                for j in 0..32 {
-                    let mut l1 = l[n + j];
-                    if l1 > 15 {
-                        l1 -= 16;
-                        y.qh[j] |= m1;
-                    }
-                    let mut l2 = l[n + j + 32];
-                    if l2 > 15 {
-                        l2 -= 16;
-                        y.qh[j] |= m2;
-                    }
-                    ql[j] = l1 | (l2 << 4);
-                }
-                m1 <<= 2;
-                m2 <<= 2;
-            }
+        #[cfg(target_arch = "x86_64")]
+        if crate::x86::has_avx2() {
+            // SAFETY: the CPU has AVX2 (checked at run time).
+            return unsafe { avx2::quantize_row_q5_k(src, dst) };
         }
+        quantize_row_q5_k::<false>(src, dst)
     }
 
     fn dequantize_row(src: &[Self], dst: &mut [f32]) {
@@ -686,65 +740,77 @@ impl BlockFormat for BlockQ5K {
     }
 }
 
+/// `quantize_row_q6_k_ref`, generic over the number of candidate scales evaluated side by
+/// side (every choice gives the same bytes; the AVX2 build uses wider lanes).
+#[inline(always)]
+fn quantize_row_q6_k<const L: usize>(src: &[f32], dst: &mut [BlockQ6K]) {
+    let mut l = [0i8; QK_K];
+    let mut scales = [0.0f32; QK_K / 16];
+    for (x, y) in src.chunks_exact(QK_K).zip(dst) {
+        let mut max_scale = 0.0f32;
+        let mut max_abs_scale = 0.0f32;
+        for ib in 0..QK_K / 16 {
+            let scale =
+                make_qx_quants_rmse1_lanes::<L>(sub(x, ib), 32, &mut l[16 * ib..16 * ib + 16]);
+            scales[ib] = scale;
+            let abs_scale = scale.abs();
+            if abs_scale > max_abs_scale {
+                max_abs_scale = abs_scale;
+                max_scale = scale;
+            }
+        }
+        if max_abs_scale < GROUP_MAX_EPS {
+            *y = BlockQ6K::zeroed();
+            y.d = fp32_to_fp16(0.0);
+            continue;
+        }
+        let iscale = -128.0 / max_scale;
+        y.d = fp32_to_fp16(1.0 / iscale);
+        for ib in 0..QK_K / 16 {
+            y.scales[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
+        }
+        let d_all = fp16_to_fp32(y.d);
+        for j in 0..QK_K / 16 {
+            let d = d_all * y.scales[j] as f32;
+            if d == 0.0 {
+                continue;
+            }
+            for ii in 0..16 {
+                let v = nearest_int(x[16 * j + ii] / d).clamp(-32, 31);
+                l[16 * j + ii] = (v + 32) as i8;
+            }
+        }
+        for half in 0..2 {
+            let j = half * 128;
+            let ql = &mut y.ql[half * 64..half * 64 + 64];
+            let qh = &mut y.qh[half * 32..half * 32 + 32];
+            for i in 0..32 {
+                let q1 = (l[j + i] as u8) & 0xf;
+                let q2 = (l[j + i + 32] as u8) & 0xf;
+                let q3 = (l[j + i + 64] as u8) & 0xf;
+                let q4 = (l[j + i + 96] as u8) & 0xf;
+                ql[i] = q1 | (q3 << 4);
+                ql[i + 32] = q2 | (q4 << 4);
+                qh[i] = ((l[j + i] as u8) >> 4)
+                    | (((l[j + i + 32] as u8) >> 4) << 2)
+                    | (((l[j + i + 64] as u8) >> 4) << 4)
+                    | (((l[j + i + 96] as u8) >> 4) << 6);
+            }
+        }
+    }
+}
+
 impl BlockFormat for BlockQ6K {
     const BLCK: usize = QK_K;
     const TYPE: GgmlType = GgmlType::Q6_K;
 
     fn quantize_row(src: &[f32], dst: &mut [Self]) {
-        let mut l = [0i8; QK_K];
-        let mut scales = [0.0f32; QK_K / 16];
-        for (x, y) in src.chunks_exact(QK_K).zip(dst) {
-            let mut max_scale = 0.0f32;
-            let mut max_abs_scale = 0.0f32;
-            for ib in 0..QK_K / 16 {
-                let scale =
-                    make_qx_quants_rmse1_lanes(sub(x, ib), 32, &mut l[16 * ib..16 * ib + 16]);
-                scales[ib] = scale;
-                let abs_scale = scale.abs();
-                if abs_scale > max_abs_scale {
-                    max_abs_scale = abs_scale;
-                    max_scale = scale;
-                }
-            }
-            if max_abs_scale < GROUP_MAX_EPS {
-                *y = Self::zeroed();
-                y.d = fp32_to_fp16(0.0);
-                continue;
-            }
-            let iscale = -128.0 / max_scale;
-            y.d = fp32_to_fp16(1.0 / iscale);
-            for ib in 0..QK_K / 16 {
-                y.scales[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
-            }
-            let d_all = fp16_to_fp32(y.d);
-            for j in 0..QK_K / 16 {
-                let d = d_all * y.scales[j] as f32;
-                if d == 0.0 {
-                    continue;
-                }
-                for ii in 0..16 {
-                    let v = nearest_int(x[16 * j + ii] / d).clamp(-32, 31);
-                    l[16 * j + ii] = (v + 32) as i8;
-                }
-            }
-            for half in 0..2 {
-                let j = half * 128;
-                let ql = &mut y.ql[half * 64..half * 64 + 64];
-                let qh = &mut y.qh[half * 32..half * 32 + 32];
-                for i in 0..32 {
-                    let q1 = (l[j + i] as u8) & 0xf;
-                    let q2 = (l[j + i + 32] as u8) & 0xf;
-                    let q3 = (l[j + i + 64] as u8) & 0xf;
-                    let q4 = (l[j + i + 96] as u8) & 0xf;
-                    ql[i] = q1 | (q3 << 4);
-                    ql[i + 32] = q2 | (q4 << 4);
-                    qh[i] = ((l[j + i] as u8) >> 4)
-                        | (((l[j + i + 32] as u8) >> 4) << 2)
-                        | (((l[j + i + 64] as u8) >> 4) << 4)
-                        | (((l[j + i + 96] as u8) >> 4) << 6);
-                }
-            }
+        #[cfg(target_arch = "x86_64")]
+        if crate::x86::has_avx2() {
+            // SAFETY: the CPU has AVX2 (checked at run time).
+            return unsafe { avx2::quantize_row_q6_k(src, dst) };
         }
+        quantize_row_q6_k::<20>(src, dst)
     }
 
     fn dequantize_row(src: &[Self], dst: &mut [f32]) {
@@ -816,87 +882,104 @@ impl BlockFormat for BlockQ8K {
     }
 }
 
+/// `quantize_row_q2_k_ref`, generic over the number of candidate scales evaluated side by
+/// side (every choice gives the same bytes; the AVX2 build uses wider lanes).
+#[inline(always)]
+fn quantize_row_q2_k<const AVX: bool>(src: &[f32], dst: &mut [BlockQ2K]) {
+    const Q4SCALE: f32 = 15.0;
+    let mut l = [0u8; QK_K];
+    let mut mins = [0.0f32; QK_K / 16];
+    let mut scales = [0.0f32; QK_K / 16];
+    for (x, y) in src.chunks_exact(QK_K).zip(dst) {
+        // sub-blocks 8h..8h+8 side by side: element i of sub-block 8h + s in lane s
+        for h in 0..2 {
+            let mut xt = [[0.0f32; 8]; 16];
+            let mut wt = [[0.0f32; 8]; 16];
+            for s in 0..8 {
+                for i in 0..16 {
+                    let v = x[16 * (8 * h + s) + i];
+                    xt[i][s] = v;
+                    wt[i][s] = v.abs();
+                }
+            }
+            qkx2_sub8::<16, AVX>(
+                3,
+                &xt,
+                &wt,
+                &mut l[128 * h..128 * h + 128],
+                &mut scales[8 * h..8 * h + 8],
+                &mut mins[8 * h..8 * h + 8],
+                -0.5,
+                0.1,
+                15,
+                true,
+            );
+        }
+        let mut max_scale = 0.0f32;
+        let mut max_min = 0.0f32;
+        for j in 0..QK_K / 16 {
+            let scale = scales[j];
+            if scale > max_scale {
+                max_scale = scale;
+            }
+            let min = mins[j];
+            if min > max_min {
+                max_min = min;
+            }
+        }
+        if max_scale > 0.0 {
+            let iscale = Q4SCALE / max_scale;
+            for j in 0..QK_K / 16 {
+                y.scales[j] = nearest_int(iscale * scales[j]) as u8;
+            }
+            y.d = fp32_to_fp16(max_scale / Q4SCALE);
+        } else {
+            y.scales = [0; QK_K / 16];
+            y.d = fp32_to_fp16(0.0);
+        }
+        if max_min > 0.0 {
+            let iscale = Q4SCALE / max_min;
+            for j in 0..QK_K / 16 {
+                let lm = nearest_int(iscale * mins[j]);
+                y.scales[j] |= (lm << 4) as u8;
+            }
+            y.dmin = fp32_to_fp16(max_min / Q4SCALE);
+        } else {
+            y.dmin = fp32_to_fp16(0.0);
+        }
+        let d_all = fp16_to_fp32(y.d);
+        let m_all = fp16_to_fp32(y.dmin);
+        for j in 0..QK_K / 16 {
+            let d = d_all * (y.scales[j] & 0xf) as f32;
+            if d == 0.0 {
+                continue;
+            }
+            let dm = m_all * (y.scales[j] >> 4) as f32;
+            for ii in 0..16 {
+                let v = nearest_int((x[16 * j + ii] + dm) / d).clamp(0, 3);
+                l[16 * j + ii] = v as u8;
+            }
+        }
+        for (jj, q) in y.qs.chunks_exact_mut(32).enumerate() {
+            let j = jj * 128;
+            for (i, qv) in q.iter_mut().enumerate() {
+                *qv = l[j + i] | (l[j + i + 32] << 2) | (l[j + i + 64] << 4) | (l[j + i + 96] << 6);
+            }
+        }
+    }
+}
+
 impl BlockFormat for BlockQ2K {
     const BLCK: usize = QK_K;
     const TYPE: GgmlType = GgmlType::Q2_K;
 
     fn quantize_row(src: &[f32], dst: &mut [Self]) {
-        const Q4SCALE: f32 = 15.0;
-        let mut l = [0u8; QK_K];
-        let mut weights = [0.0f32; 16];
-        let mut mins = [0.0f32; QK_K / 16];
-        let mut scales = [0.0f32; QK_K / 16];
-        for (x, y) in src.chunks_exact(QK_K).zip(dst) {
-            let mut max_scale = 0.0f32;
-            let mut max_min = 0.0f32;
-            for j in 0..QK_K / 16 {
-                let xs: &[f32; 16] = sub(x, j);
-                for (w, &v) in weights.iter_mut().zip(xs) {
-                    *w = v.abs();
-                }
-                scales[j] = make_qkx2_quants_lanes::<16, 4>(
-                    3,
-                    xs,
-                    &weights,
-                    sub_mut(&mut l, j),
-                    &mut mins[j],
-                    -0.5,
-                    0.1,
-                    15,
-                    true,
-                );
-                let scale = scales[j];
-                if scale > max_scale {
-                    max_scale = scale;
-                }
-                let min = mins[j];
-                if min > max_min {
-                    max_min = min;
-                }
-            }
-            if max_scale > 0.0 {
-                let iscale = Q4SCALE / max_scale;
-                for j in 0..QK_K / 16 {
-                    y.scales[j] = nearest_int(iscale * scales[j]) as u8;
-                }
-                y.d = fp32_to_fp16(max_scale / Q4SCALE);
-            } else {
-                y.scales = [0; QK_K / 16];
-                y.d = fp32_to_fp16(0.0);
-            }
-            if max_min > 0.0 {
-                let iscale = Q4SCALE / max_min;
-                for j in 0..QK_K / 16 {
-                    let lm = nearest_int(iscale * mins[j]);
-                    y.scales[j] |= (lm << 4) as u8;
-                }
-                y.dmin = fp32_to_fp16(max_min / Q4SCALE);
-            } else {
-                y.dmin = fp32_to_fp16(0.0);
-            }
-            let d_all = fp16_to_fp32(y.d);
-            let m_all = fp16_to_fp32(y.dmin);
-            for j in 0..QK_K / 16 {
-                let d = d_all * (y.scales[j] & 0xf) as f32;
-                if d == 0.0 {
-                    continue;
-                }
-                let dm = m_all * (y.scales[j] >> 4) as f32;
-                for ii in 0..16 {
-                    let v = nearest_int((x[16 * j + ii] + dm) / d).clamp(0, 3);
-                    l[16 * j + ii] = v as u8;
-                }
-            }
-            for (jj, q) in y.qs.chunks_exact_mut(32).enumerate() {
-                let j = jj * 128;
-                for (i, qv) in q.iter_mut().enumerate() {
-                    *qv = l[j + i]
-                        | (l[j + i + 32] << 2)
-                        | (l[j + i + 64] << 4)
-                        | (l[j + i + 96] << 6);
-                }
-            }
+        #[cfg(target_arch = "x86_64")]
+        if crate::x86::has_avx2() {
+            // SAFETY: the CPU has AVX2 (checked at run time).
+            return unsafe { avx2::quantize_row_q2_k(src, dst) };
         }
+        quantize_row_q2_k::<false>(src, dst)
     }
 
     fn dequantize_row(src: &[Self], dst: &mut [f32]) {
@@ -1170,6 +1253,193 @@ impl BlockFormat for BlockIQ4NL {
     }
 }
 
+/// The K-quant searches compiled for AVX2: the same code with wider lanes, so LLVM turns the
+/// loops over candidate scales into 256-bit operations. Only independent float sequences run
+/// side by side (no reassociation, and Rust never fuses `a * b + c`), so the bytes are those of
+/// the scalar build.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// `nearest_int` on eight lanes (the same bit trick), then `clamp(0, nmax)`, as f32.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn q_clamped(v: __m256, nmax: __m256i) -> __m256 {
+        let val = _mm256_add_ps(v, _mm256_set1_ps(12582912.0));
+        let i = _mm256_sub_epi32(
+            _mm256_and_si256(_mm256_castps_si256(val), _mm256_set1_epi32(0x007f_ffff)),
+            _mm256_set1_epi32(0x0040_0000),
+        );
+        let i = _mm256_min_epi32(_mm256_max_epi32(i, _mm256_setzero_si256()), nmax);
+        _mm256_cvtepi32_ps(i)
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn blend(a: __m256, b: __m256, take_b: __m256) -> __m256 {
+        _mm256_blendv_ps(a, b, take_b)
+    }
+
+    /// [`make_qkx2_quants_sub`] for eight sub-blocks, in AVX2 intrinsics: the same operations
+    /// in the same order per lane; branches become blends (both sides are computed, the
+    /// condition picks one, as the scalar `if` does).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    pub(super) fn make_qkx2_quants_sub8<const N: usize>(
+        nmax: i32,
+        xt: &[[f32; 8]; N],
+        wt: &[[f32; 8]; N],
+        l_out: &mut [u8],
+        scales: &mut [f32],
+        the_min: &mut [f32],
+        rmin: f32,
+        rdelta: f32,
+        nstep: usize,
+        use_mad: bool,
+    ) {
+        // SAFETY (all loads): each row holds 8 floats.
+        let ld = |r: &[f32; 8]| unsafe { _mm256_loadu_ps(r.as_ptr()) };
+        let mut x = [_mm256_setzero_ps(); N];
+        let mut w = [_mm256_setzero_ps(); N];
+        for i in 0..N {
+            x[i] = ld(&xt[i]);
+            w[i] = ld(&wt[i]);
+        }
+        let zero = _mm256_setzero_ps();
+        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let nmax_i = _mm256_set1_epi32(nmax);
+        let err = |diff: __m256| {
+            if use_mad {
+                _mm256_and_ps(diff, abs_mask)
+            } else {
+                _mm256_mul_ps(diff, diff)
+            }
+        };
+        let mut min = x[0];
+        let mut max = x[0];
+        let mut sum_w = w[0];
+        let mut sum_x = _mm256_mul_ps(sum_w, x[0]);
+        for i in 1..N {
+            // minps(a, b) is `a < b ? a : b`: exactly `if x < min { min = x }`
+            min = _mm256_min_ps(x[i], min);
+            max = _mm256_max_ps(x[i], max);
+            sum_w = _mm256_add_ps(sum_w, w[i]);
+            sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(w[i], x[i]));
+        }
+        min = blend(min, zero, _mm256_cmp_ps::<_CMP_GT_OQ>(min, zero));
+        let flat = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(max, min));
+        let flat_min = min;
+        let nmaxf = nmax as f32;
+        let iscale0 = _mm256_div_ps(_mm256_set1_ps(nmaxf), _mm256_sub_ps(max, min));
+        let mut scale = _mm256_div_ps(_mm256_set1_ps(1.0), iscale0);
+        let mut best_error = zero;
+        for i in 0..N {
+            let l = q_clamped(_mm256_mul_ps(iscale0, _mm256_sub_ps(x[i], min)), nmax_i);
+            let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, l), min), x[i]);
+            best_error = _mm256_add_ps(best_error, _mm256_mul_ps(w[i], err(diff)));
+        }
+        let mut win_iscale = iscale0;
+        let mut win_min = min;
+        for is in 0..=nstep {
+            let num = rmin + rdelta * is as f32 + nmaxf;
+            let iscale = _mm256_div_ps(_mm256_set1_ps(num), _mm256_sub_ps(max, min));
+            let mut sum_l = zero;
+            let mut sum_l2 = zero;
+            let mut sum_xl = zero;
+            let mut l = [zero; N];
+            for i in 0..N {
+                l[i] = q_clamped(_mm256_mul_ps(iscale, _mm256_sub_ps(x[i], min)), nmax_i);
+                let wl = _mm256_mul_ps(w[i], l[i]);
+                sum_l = _mm256_add_ps(sum_l, wl);
+                sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, l[i]));
+                sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, x[i]));
+            }
+            let d = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+            let ts = _mm256_div_ps(
+                _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)),
+                d,
+            );
+            let tm = _mm256_div_ps(
+                _mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)),
+                d,
+            );
+            let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(tm, zero);
+            let this_min = blend(tm, zero, pos);
+            let this_scale = blend(ts, _mm256_div_ps(sum_xl, sum_l2), pos);
+            let mut cur_error = zero;
+            for i in 0..N {
+                let diff = _mm256_sub_ps(
+                    _mm256_add_ps(_mm256_mul_ps(this_scale, l[i]), this_min),
+                    x[i],
+                );
+                cur_error = _mm256_add_ps(cur_error, _mm256_mul_ps(w[i], err(diff)));
+            }
+            let win = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_GT_OQ>(d, zero),
+                _mm256_cmp_ps::<_CMP_LT_OQ>(cur_error, best_error),
+            );
+            best_error = blend(best_error, cur_error, win);
+            scale = blend(scale, this_scale, win);
+            win_iscale = blend(win_iscale, iscale, win);
+            win_min = blend(win_min, min, win);
+            min = blend(min, this_min, win);
+        }
+        let mut lt = [[0i32; 8]; N];
+        for i in 0..N {
+            let l = q_clamped(
+                _mm256_mul_ps(win_iscale, _mm256_sub_ps(x[i], win_min)),
+                nmax_i,
+            );
+            // SAFETY: 8 i32 into an [i32; 8].
+            unsafe { _mm256_storeu_si256(lt[i].as_mut_ptr().cast(), _mm256_cvtps_epi32(l)) };
+        }
+        let mut sc = [0f32; 8];
+        let mut mn = [0f32; 8];
+        let mut fm = [0f32; 8];
+        // SAFETY: 8 floats into [f32; 8] arrays.
+        unsafe {
+            _mm256_storeu_ps(sc.as_mut_ptr(), scale);
+            _mm256_storeu_ps(mn.as_mut_ptr(), min);
+            _mm256_storeu_ps(fm.as_mut_ptr(), flat_min);
+        }
+        for s in 0..8 {
+            let l = &mut l_out[N * s..N * s + N];
+            if flat & (1 << s) != 0 {
+                l.fill(0);
+                scales[s] = 0.0;
+                the_min[s] = -fm[s];
+                continue;
+            }
+            for i in 0..N {
+                l[i] = lt[i][s] as u8;
+            }
+            scales[s] = sc[s];
+            the_min[s] = -mn[s];
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quantize_row_q2_k(src: &[f32], dst: &mut [BlockQ2K]) {
+        super::quantize_row_q2_k::<true>(src, dst)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quantize_row_q4_k(src: &[f32], dst: &mut [BlockQ4K]) {
+        super::quantize_row_q4_k::<true>(src, dst)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quantize_row_q5_k(src: &[f32], dst: &mut [BlockQ5K]) {
+        super::quantize_row_q5_k::<true>(src, dst)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn quantize_row_q6_k(src: &[f32], dst: &mut [BlockQ6K]) {
+        super::quantize_row_q6_k::<24>(src, dst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1184,71 +1454,180 @@ mod tests {
         }
     }
 
+    /// Bits of a result, with every NaN alike (which NaN payload survives an addition depends
+    /// on operand order, which the compiler may pick differently for vector code).
+    fn bits(v: f32) -> u32 {
+        if v.is_nan() {
+            0x7fc0_0000
+        } else {
+            v.to_bits()
+        }
+    }
+
+    /// Runs [`make_qkx2_quants_sub`] on `S` sub-blocks and [`make_qkx2_quants`] on each one.
+    fn check_sub<const N: usize, const S: usize>(
+        x: &[f32],
+        weights: impl Fn(&[f32; N]) -> [f32; N],
+        (nmax, rmin, rdelta, nstep, use_mad): (i32, f32, f32, i32, bool),
+    ) {
+        let mut xt = [[0f32; S]; N];
+        let mut wt = [[0f32; S]; N];
+        let mut want = Vec::new();
+        for s in 0..S {
+            let xs: &[f32; N] = x[N * s..N * s + N].try_into().unwrap();
+            let w = weights(xs);
+            for i in 0..N {
+                xt[i][s] = xs[i];
+                wt[i][s] = w[i];
+            }
+            let mut l = [0u8; N];
+            let mut m = 0f32;
+            let sc =
+                make_qkx2_quants::<N>(nmax, xs, &w, &mut l, &mut m, rmin, rdelta, nstep, use_mad);
+            want.push((bits(sc), bits(m), l.to_vec()));
+        }
+        let mut l = vec![0u8; N * S];
+        let (mut sc, mut m) = ([0f32; S], [0f32; S]);
+        make_qkx2_quants_sub::<N, S>(
+            nmax,
+            &xt,
+            &wt,
+            &mut l,
+            &mut sc,
+            &mut m,
+            rmin,
+            rdelta,
+            nstep as usize,
+            use_mad,
+        );
+        #[cfg(target_arch = "x86_64")]
+        if S == 8 && crate::x86::has_avx2() {
+            let (mut xt8, mut wt8) = ([[0f32; 8]; N], [[0f32; 8]; N]);
+            for i in 0..N {
+                xt8[i].copy_from_slice(&xt[i]);
+                wt8[i].copy_from_slice(&wt[i]);
+            }
+            let (xt8, wt8) = (&xt8, &wt8);
+            let mut l8 = vec![0u8; N * 8];
+            let (mut sc8, mut m8) = ([0f32; 8], [0f32; 8]);
+            // SAFETY: AVX2 checked above.
+            unsafe {
+                avx2::make_qkx2_quants_sub8::<N>(
+                    nmax,
+                    xt8,
+                    wt8,
+                    &mut l8,
+                    &mut sc8,
+                    &mut m8,
+                    rmin,
+                    rdelta,
+                    nstep as usize,
+                    use_mad,
+                )
+            };
+            for s in 0..8 {
+                let mut got = (bits(sc8[s]), bits(m8[s]), l8[N * s..N * s + N].to_vec());
+                if sc8[s].is_nan() || m8[s].is_nan() {
+                    got.2 = want[s].2.clone();
+                }
+                assert_eq!(want[s], got, "AVX2: sub-block {s} of {:?}", &x[..N * S]);
+            }
+        }
+        for s in 0..S {
+            let mut got = (bits(sc[s]), bits(m[s]), l[N * s..N * s + N].to_vec());
+            if sc[s].is_nan() || m[s].is_nan() {
+                // NaN input: the quants then hang on NaN payloads (see the crate docs)
+                got.2 = want[s].2.clone();
+            }
+            assert_eq!(want[s], got, "sub-block {s} of {:?}", &x[..N * S]);
+        }
+    }
+
+    fn q4k_weights(xs: &[f32; 32]) -> [f32; 32] {
+        let mut sum_x2 = 0f32;
+        for &v in xs {
+            sum_x2 += v * v;
+        }
+        let av_x = (sum_x2 / 32.0).sqrt();
+        xs.map(|v| av_x + v.abs())
+    }
+
     #[test]
     fn lane_searches_equal_the_scalar_ports() {
         let mut r = rng(42);
-        for trial in 0..20_000 {
-            let mag = [1.0f32, 0.01, 100.0, 1e-5][trial % 4];
-            let offset = [0.0f32, 0.5, -0.5, 2.0][(trial / 4) % 4];
-            let mut x32 = [0f32; 32];
-            for v in x32.iter_mut() {
+        for trial in 0..4_000 {
+            let mut x = [0f32; 256];
+            for (k, v) in x.iter_mut().enumerate() {
+                let t = trial * 8 + k / 32;
+                let mag = [1.0f32, 0.01, 100.0, 1e-5][t % 4];
+                let offset = [0.0f32, 0.5, -0.5, 2.0][(t / 4) % 4];
                 *v = (r() + offset * r().abs()) * mag;
             }
-            if trial % 97 == 0 {
-                x32[3] = x32[7]; // duplicates
-                x32[9] = 0.0;
+            if trial % 7 == 0 {
+                x[3] = x[7]; // duplicates
+                x[9] = 0.0;
+                x[40..72].fill(0.25); // a flat sub-block
+                x[100..116].fill(0.0);
             }
-            let mut w32 = [0f32; 32];
-            let mut sum_x2 = 0f32;
-            for &v in &x32 {
-                sum_x2 += v * v;
-            }
-            let av_x = (sum_x2 / 32.0).sqrt();
-            for (w, &v) in w32.iter_mut().zip(&x32) {
-                *w = av_x + v.abs();
-            }
-            for (nmax, rmin, rdelta, nstep) in [(15, -1.0, 0.1, 20), (31, -0.5, 0.1, 15)] {
-                let (mut l1, mut l2) = ([0u8; 32], [0u8; 32]);
-                let (mut m1, mut m2) = (0f32, 0f32);
-                let s1 = make_qkx2_quants::<32>(
-                    nmax, &x32, &w32, &mut l1, &mut m1, rmin, rdelta, nstep, false,
-                );
-                let ns = nstep as usize;
-                let s2 = make_qkx2_quants_lanes::<32, 4>(
-                    nmax, &x32, &w32, &mut l2, &mut m2, rmin, rdelta, ns, false,
-                );
-                let want = (s1.to_bits(), m1.to_bits(), l1);
-                assert_eq!(want, (s2.to_bits(), m2.to_bits(), l2));
-                // other group sizes restart at other places and must agree too
-                let s3 = make_qkx2_quants_lanes::<32, 3>(
-                    nmax, &x32, &w32, &mut l2, &mut m2, rmin, rdelta, ns, false,
-                );
-                assert_eq!(want, (s3.to_bits(), m2.to_bits(), l2));
-                let s8 = make_qkx2_quants_lanes::<32, 8>(
-                    nmax, &x32, &w32, &mut l2, &mut m2, rmin, rdelta, ns, false,
-                );
-                assert_eq!(want, (s8.to_bits(), m2.to_bits(), l2));
-            }
-            let x16: [f32; 16] = x32[..16].try_into().unwrap();
-            let mut w16 = [0f32; 16];
-            for (w, &v) in w16.iter_mut().zip(&x16) {
-                *w = v.abs();
-            }
-            let (mut l1, mut l2) = ([0u8; 16], [0u8; 16]);
-            let (mut m1, mut m2) = (0f32, 0f32);
-            let s1 = make_qkx2_quants::<16>(3, &x16, &w16, &mut l1, &mut m1, -0.5, 0.1, 15, true);
-            let s2 = make_qkx2_quants_lanes::<16, 4>(
-                3, &x16, &w16, &mut l2, &mut m2, -0.5, 0.1, 15, true,
+            check_sub::<32, 8>(&x, q4k_weights, (15, -1.0, 0.1, 20, false));
+            check_sub::<32, 8>(&x, q4k_weights, (31, -0.5, 0.1, 15, false));
+            check_sub::<16, 8>(&x[..128], |xs| xs.map(f32::abs), (3, -0.5, 0.1, 15, true));
+            check_sub::<16, 4>(
+                &x[128..192],
+                |xs| xs.map(f32::abs),
+                (3, -0.5, 0.1, 15, true),
             );
-            assert_eq!(
-                (s1.to_bits(), m1.to_bits(), l1),
-                (s2.to_bits(), m2.to_bits(), l2)
-            );
+            let x16: [f32; 16] = x[..16].try_into().unwrap();
             let (mut q1, mut q2) = ([0i8; 16], [0i8; 16]);
             let s1 = make_qx_quants_rmse1(&x16, 32, &mut q1);
-            let s2 = make_qx_quants_rmse1_lanes(&x16, 32, &mut q2);
+            let s2 = make_qx_quants_rmse1_lanes::<20>(&x16, 32, &mut q2);
             assert_eq!((s1.to_bits(), q1), (s2.to_bits(), q2), "trial {trial}");
+            let s3 = make_qx_quants_rmse1_lanes::<24>(&x16, 32, &mut q2);
+            assert_eq!((s1.to_bits(), q1), (s3.to_bits(), q2), "trial {trial}");
         }
+    }
+
+    #[test]
+    fn lane_searches_equal_the_scalar_ports_on_awkward_data() {
+        for seed in 0..4 {
+            let x = crate::tests::awkward_blocks(seed, 4000, 32);
+            for x in x.chunks_exact(256) {
+                check_sub::<32, 8>(x, q4k_weights, (15, -1.0, 0.1, 20, false));
+                check_sub::<32, 8>(x, q4k_weights, (31, -0.5, 0.1, 15, false));
+                check_sub::<16, 8>(&x[..128], |xs| xs.map(f32::abs), (3, -0.5, 0.1, 15, true));
+            }
+        }
+    }
+
+    /// The portable build of each K-quant row (what non-AVX2 CPUs and other architectures run)
+    /// against the dispatched one (AVX2 here), on whole rows of random and awkward data.
+    #[test]
+    fn portable_rows_equal_dispatched_rows() {
+        fn same<B: BlockFormat>(x: &[f32], portable: fn(&[f32], &mut [B])) {
+            let n = x.len() / QK_K;
+            let (mut a, mut b) = (vec![B::zeroed(); n], vec![B::zeroed(); n]);
+            portable(x, &mut a);
+            B::quantize_row(x, &mut b);
+            for i in 0..n {
+                let xs = &x[i * QK_K..(i + 1) * QK_K];
+                if xs.iter().any(|v| v.is_nan()) {
+                    continue; // NaN payloads may differ (crate docs)
+                }
+                assert_eq!(
+                    bytemuck::bytes_of(&a[i]),
+                    bytemuck::bytes_of(&b[i]),
+                    "{}",
+                    B::TYPE
+                );
+            }
+        }
+        let mut r = rng(7);
+        let mut x: Vec<f32> = (0..QK_K * 64).map(|_| r() * 0.1).collect();
+        x.extend(crate::tests::awkward_blocks(11, 2048, 32));
+        same::<BlockQ2K>(&x, quantize_row_q2_k::<false>);
+        same::<BlockQ4K>(&x, quantize_row_q4_k::<false>);
+        same::<BlockQ5K>(&x, quantize_row_q5_k::<false>);
+        same::<BlockQ6K>(&x, quantize_row_q6_k::<20>);
     }
 
     #[test]

@@ -99,25 +99,35 @@ fn pack_q5(q: &[u8; 32], qs: &mut [u8; 16], qh: &mut [u8; 4]) {
     }
 }
 
+/// `quantize_row_q4_0_ref` (the scalar reference; `x86.rs` has the AVX2 version).
+pub(crate) fn quantize_row_q4_0_ref(src: &[f32], dst: &mut [BlockQ4_0]) {
+    const QK: usize = QK4_0;
+    for (x, y) in src.chunks_exact(QK).zip(dst) {
+        let max = signed_absmax(x);
+        let d = max / -8.0;
+        let id = inv(d);
+        y.d = fp32_to_fp16(d);
+        let mut q = [0u8; QK];
+        for (qj, &v) in q.iter_mut().zip(x) {
+            *qj = (c_f32_to_i32(v * id + 8.5) as i8).min(15) as u8;
+        }
+        for j in 0..QK / 2 {
+            y.qs[j] = q[j] | (q[QK / 2 + j] << 4);
+        }
+    }
+}
+
 impl BlockFormat for BlockQ4_0 {
     const BLCK: usize = QK4_0;
     const TYPE: GgmlType = GgmlType::Q4_0;
 
     fn quantize_row(src: &[f32], dst: &mut [Self]) {
-        const QK: usize = QK4_0;
-        for (x, y) in src.chunks_exact(QK).zip(dst) {
-            let max = signed_absmax(x);
-            let d = max / -8.0;
-            let id = inv(d);
-            y.d = fp32_to_fp16(d);
-            let mut q = [0u8; QK];
-            for (qj, &v) in q.iter_mut().zip(x) {
-                *qj = (c_f32_to_i32(v * id + 8.5) as i8).min(15) as u8;
-            }
-            for j in 0..QK / 2 {
-                y.qs[j] = q[j] | (q[QK / 2 + j] << 4);
-            }
+        #[cfg(target_arch = "x86_64")]
+        if crate::x86::has_avx2() {
+            // SAFETY: the CPU has AVX2 (checked at run time).
+            return unsafe { crate::x86::quantize_q4_0(src, dst) };
         }
+        quantize_row_q4_0_ref(src, dst)
     }
 
     fn dequantize_row(src: &[Self], dst: &mut [f32]) {
@@ -134,26 +144,36 @@ impl BlockFormat for BlockQ4_0 {
     }
 }
 
+/// `quantize_row_q4_1_ref` (the scalar reference; `x86.rs` has the AVX2 version).
+pub(crate) fn quantize_row_q4_1_ref(src: &[f32], dst: &mut [BlockQ4_1]) {
+    const QK: usize = QK4_1;
+    for (x, y) in src.chunks_exact(QK).zip(dst) {
+        let (min, max) = min_max(x);
+        let d = (max - min) / 15.0;
+        let id = inv(d);
+        y.d = fp32_to_fp16(d);
+        y.m = fp32_to_fp16(min);
+        let mut q = [0u8; QK];
+        for (qj, &v) in q.iter_mut().zip(x) {
+            *qj = (c_f32_to_i32((v - min) * id + 0.5) as i8).min(15) as u8;
+        }
+        for j in 0..QK / 2 {
+            y.qs[j] = q[j] | (q[QK / 2 + j] << 4);
+        }
+    }
+}
+
 impl BlockFormat for BlockQ4_1 {
     const BLCK: usize = QK4_1;
     const TYPE: GgmlType = GgmlType::Q4_1;
 
     fn quantize_row(src: &[f32], dst: &mut [Self]) {
-        const QK: usize = QK4_1;
-        for (x, y) in src.chunks_exact(QK).zip(dst) {
-            let (min, max) = min_max(x);
-            let d = (max - min) / 15.0;
-            let id = inv(d);
-            y.d = fp32_to_fp16(d);
-            y.m = fp32_to_fp16(min);
-            let mut q = [0u8; QK];
-            for (qj, &v) in q.iter_mut().zip(x) {
-                *qj = (c_f32_to_i32((v - min) * id + 0.5) as i8).min(15) as u8;
-            }
-            for j in 0..QK / 2 {
-                y.qs[j] = q[j] | (q[QK / 2 + j] << 4);
-            }
+        #[cfg(target_arch = "x86_64")]
+        if crate::x86::has_avx2() {
+            // SAFETY: the CPU has AVX2 (checked at run time).
+            return unsafe { crate::x86::quantize_q4_1(src, dst) };
         }
+        quantize_row_q4_1_ref(src, dst)
     }
 
     fn dequantize_row(src: &[Self], dst: &mut [f32]) {
@@ -171,23 +191,33 @@ impl BlockFormat for BlockQ4_1 {
     }
 }
 
+/// `quantize_row_q5_0_ref` (the scalar reference; `x86.rs` has the AVX2 version).
+pub(crate) fn quantize_row_q5_0_ref(src: &[f32], dst: &mut [BlockQ5_0]) {
+    const QK: usize = QK5_0;
+    for (x, y) in src.chunks_exact(QK).zip(dst) {
+        let max = signed_absmax(x);
+        let d = max / -16.0;
+        let id = inv(d);
+        y.d = fp32_to_fp16(d);
+        let mut q = [0u8; QK];
+        for (qj, &v) in q.iter_mut().zip(x) {
+            *qj = (c_f32_to_i32(v * id + 16.5) as i8).min(31) as u8;
+        }
+        pack_q5(&q, &mut y.qs, &mut y.qh);
+    }
+}
+
 impl BlockFormat for BlockQ5_0 {
     const BLCK: usize = QK5_0;
     const TYPE: GgmlType = GgmlType::Q5_0;
 
     fn quantize_row(src: &[f32], dst: &mut [Self]) {
-        const QK: usize = QK5_0;
-        for (x, y) in src.chunks_exact(QK).zip(dst) {
-            let max = signed_absmax(x);
-            let d = max / -16.0;
-            let id = inv(d);
-            y.d = fp32_to_fp16(d);
-            let mut q = [0u8; QK];
-            for (qj, &v) in q.iter_mut().zip(x) {
-                *qj = (c_f32_to_i32(v * id + 16.5) as i8).min(31) as u8;
-            }
-            pack_q5(&q, &mut y.qs, &mut y.qh);
+        #[cfg(target_arch = "x86_64")]
+        if crate::x86::has_avx2() {
+            // SAFETY: the CPU has AVX2 (checked at run time).
+            return unsafe { crate::x86::quantize_q5_0(src, dst) };
         }
+        quantize_row_q5_0_ref(src, dst)
     }
 
     fn dequantize_row(src: &[Self], dst: &mut [f32]) {
@@ -207,25 +237,35 @@ impl BlockFormat for BlockQ5_0 {
     }
 }
 
+/// `quantize_row_q5_1_ref` (the scalar reference; `x86.rs` has the AVX2 version).
+pub(crate) fn quantize_row_q5_1_ref(src: &[f32], dst: &mut [BlockQ5_1]) {
+    const QK: usize = QK5_1;
+    for (x, y) in src.chunks_exact(QK).zip(dst) {
+        let (min, max) = min_max(x);
+        let d = (max - min) / 31.0;
+        let id = inv(d);
+        y.d = fp32_to_fp16(d);
+        y.m = fp32_to_fp16(min);
+        let mut q = [0u8; QK];
+        for (qj, &v) in q.iter_mut().zip(x) {
+            // no MIN(31, ..) here in ggml either
+            *qj = c_f32_to_i32((v - min) * id + 0.5) as u8;
+        }
+        pack_q5(&q, &mut y.qs, &mut y.qh);
+    }
+}
+
 impl BlockFormat for BlockQ5_1 {
     const BLCK: usize = QK5_1;
     const TYPE: GgmlType = GgmlType::Q5_1;
 
     fn quantize_row(src: &[f32], dst: &mut [Self]) {
-        const QK: usize = QK5_1;
-        for (x, y) in src.chunks_exact(QK).zip(dst) {
-            let (min, max) = min_max(x);
-            let d = (max - min) / 31.0;
-            let id = inv(d);
-            y.d = fp32_to_fp16(d);
-            y.m = fp32_to_fp16(min);
-            let mut q = [0u8; QK];
-            for (qj, &v) in q.iter_mut().zip(x) {
-                // no MIN(31, ..) here in ggml either
-                *qj = c_f32_to_i32((v - min) * id + 0.5) as u8;
-            }
-            pack_q5(&q, &mut y.qs, &mut y.qh);
+        #[cfg(target_arch = "x86_64")]
+        if crate::x86::has_avx2() {
+            // SAFETY: the CPU has AVX2 (checked at run time).
+            return unsafe { crate::x86::quantize_q5_1(src, dst) };
         }
+        quantize_row_q5_1_ref(src, dst)
     }
 
     fn dequantize_row(src: &[Self], dst: &mut [f32]) {
@@ -259,18 +299,28 @@ fn q8_scale(x: &[f32]) -> (f32, f32) {
     (d, inv(d))
 }
 
+/// `quantize_row_q8_0_ref` (the scalar reference; `x86.rs` has the AVX2 version).
+pub(crate) fn quantize_row_q8_0_ref(src: &[f32], dst: &mut [BlockQ8_0]) {
+    for (x, y) in src.chunks_exact(QK8_0).zip(dst) {
+        let (d, id) = q8_scale(x);
+        y.d = fp32_to_fp16(d);
+        for (q, &v) in y.qs.iter_mut().zip(x) {
+            *q = c_roundf_to_i32(v * id) as i8;
+        }
+    }
+}
+
 impl BlockFormat for BlockQ8_0 {
     const BLCK: usize = QK8_0;
     const TYPE: GgmlType = GgmlType::Q8_0;
 
     fn quantize_row(src: &[f32], dst: &mut [Self]) {
-        for (x, y) in src.chunks_exact(QK8_0).zip(dst) {
-            let (d, id) = q8_scale(x);
-            y.d = fp32_to_fp16(d);
-            for (q, &v) in y.qs.iter_mut().zip(x) {
-                *q = c_roundf_to_i32(v * id) as i8;
-            }
+        #[cfg(target_arch = "x86_64")]
+        if crate::x86::has_avx2() {
+            // SAFETY: the CPU has AVX2 (checked at run time).
+            return unsafe { crate::x86::quantize_q8_0(src, dst) };
         }
+        quantize_row_q8_0_ref(src, dst)
     }
 
     fn dequantize_row(src: &[Self], dst: &mut [f32]) {

@@ -14,16 +14,23 @@
 //! (float-to-int casts of NaN and out-of-range values); slmpack defines them the way x86-64
 //! builds of ggml behave (`cvttss2si`: `INT_MIN`, then truncation to 8 bits), so NaN, ±inf,
 //! ±`f32::MAX` and subnormal inputs give the same bytes as llama.cpp's ggml (tested). The one
-//! known exception: Q4_K/Q5_K blocks where a NaN carrying a payload meets the `inf * 0` NaNs of
-//! an overflowed scale, because which NaN survives an addition depends on the C compiler's
-//! operand order. F16 writes NaN as the quiet NaN `0x7e00` (sign kept), as ggml does; BF16
-//! keeps the upper payload bits and sets the quiet bit.
+//! known exception: Q2_K/Q4_K/Q5_K blocks where a NaN carrying a payload meets the `inf * 0`
+//! NaNs of an overflowed scale, because which NaN survives an addition depends on the
+//! compiler's operand order (C's, and ours in vector code). F16 writes NaN as the quiet NaN
+//! `0x7e00` (sign kept), as ggml does; BF16 keeps the upper payload bits and sets the quiet bit.
+//!
+//! On x86-64 CPUs with AVX2 (detected at run time) the 32-element formats and the K-quant
+//! scale searches run vectorized code (`x86.rs`, the `avx2` module of `k_quants.rs`) that does
+//! the scalar code's float operations in the same order per element or sub-block, so the bytes
+//! do not depend on the CPU; the scalar ports remain the reference and the fallback.
 
 pub mod blocks;
 mod error;
 mod fp;
 mod k_quants;
 mod legacy;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 use blocks::*;
 pub use error::QuantError;
@@ -114,6 +121,23 @@ pub fn can_quantize(ty: GgmlType) -> bool {
 /// True if [`dequantize_row`] / [`dequantize`] can read `ty`.
 pub fn can_dequantize(ty: GgmlType) -> bool {
     with_block!(ty, B => { let _ = B::BLCK; true }, _ => false)
+}
+
+/// Widens F16 values to f32 (exactly, as `GGML_FP16_TO_FP32`) and tells whether all of them
+/// are finite, in one pass (F16C/AVX2 when the CPU has them). Converts
+/// `min(src.len(), dst.len())` values.
+pub fn f16_to_f32_finite(src: &[half::f16], dst: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx2() && std::arch::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU has AVX2 and F16C (checked just above).
+        return unsafe { x86::f16_to_f32_finite(src, dst) };
+    }
+    let mut all = true;
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+        all &= d.is_finite();
+    }
+    all
 }
 
 /// Quantizes `src` (a row, or several rows back to back) to `ty`.

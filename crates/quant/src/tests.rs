@@ -290,3 +290,153 @@ fn block_structs_cast_from_bytes() {
         assert!(can_quantize(ty) && can_dequantize(ty), "{ty}");
     }
 }
+
+/// splitmix64, for the SIMD-versus-scalar comparisons.
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Blocks of `n` floats in many regimes: weight-like values, exact ties (small multiples of
+/// 0.5 and of 1/16, so that `x * id` lands on .5), constant blocks, zeros of both signs,
+/// subnormals, huge values, infinities and NaNs sprinkled in at varying rates.
+pub(crate) fn awkward_blocks(seed: u64, blocks: usize, n: usize) -> Vec<f32> {
+    let mut r = Mix(seed);
+    let mut out = Vec::with_capacity(blocks * n);
+    for _ in 0..blocks {
+        let regime = r.next() % 10;
+        let scale = [1e-3f32, 0.05, 1.0, 300.0, 1e-40, 1e30][(r.next() % 6) as usize];
+        let special_rate = [0u64, 0, 0, 2, 10, 50][(r.next() % 6) as usize];
+        let constant = (r.unit() - 0.5) * scale;
+        for _ in 0..n {
+            let mut v = match regime {
+                0..=3 => (r.unit() + r.unit() + r.unit() - 1.5) * scale,
+                4 => ((r.next() % 33) as f32 - 16.0) * 0.5,
+                5 => ((r.next() % 257) as f32 - 128.0) / 16.0,
+                6 => constant,
+                7 => f32::from_bits((r.next() as u32) & 0x807f_ffff), // subnormals and zeros
+                8 => f32::from_bits(r.next() as u32),                 // any bit pattern
+                _ => ((r.next() % 5) as f32 - 2.0) * scale,           // few levels, zeros
+            };
+            if special_rate > 0 && r.next() % 100 < special_rate {
+                v = [
+                    0.0,
+                    -0.0,
+                    f32::NAN,
+                    -f32::NAN,
+                    f32::INFINITY,
+                    f32::NEG_INFINITY,
+                    f32::MAX,
+                    -f32::MAX,
+                    f32::MIN_POSITIVE,
+                    1e-45,
+                    -1e-45,
+                    2147483648.0,
+                    -2147483520.0,
+                ][(r.next() % 13) as usize];
+            }
+            out.push(v);
+        }
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+fn simd_matches_scalar<B: BlockFormat>(
+    simd: unsafe fn(&[f32], &mut [B]),
+    scalar: fn(&[f32], &mut [B]),
+) {
+    if !x86::has_avx2() {
+        eprintln!("no AVX2 on this CPU: only the scalar path runs here");
+        return;
+    }
+    for seed in 0..40u64 {
+        let x = awkward_blocks(seed, 5000, B::BLCK);
+        let n = x.len() / B::BLCK;
+        let mut a = vec![B::zeroed(); n];
+        let mut b = vec![B::zeroed(); n];
+        // SAFETY: AVX2 checked above.
+        unsafe { simd(&x, &mut a) };
+        scalar(&x, &mut b);
+        for i in 0..n {
+            assert_eq!(
+                bytemuck::bytes_of(&a[i]),
+                bytemuck::bytes_of(&b[i]),
+                "{}: seed {seed} block {i}: {:?}",
+                B::TYPE,
+                &x[i * B::BLCK..(i + 1) * B::BLCK]
+            );
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn simd_matches_scalar_q8_0() {
+    simd_matches_scalar(x86::quantize_q8_0, legacy::quantize_row_q8_0_ref);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn simd_matches_scalar_q4_0() {
+    simd_matches_scalar(x86::quantize_q4_0, legacy::quantize_row_q4_0_ref);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn simd_matches_scalar_q4_1() {
+    simd_matches_scalar(x86::quantize_q4_1, legacy::quantize_row_q4_1_ref);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn simd_matches_scalar_q5_0() {
+    simd_matches_scalar(x86::quantize_q5_0, legacy::quantize_row_q5_0_ref);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn simd_matches_scalar_q5_1() {
+    simd_matches_scalar(x86::quantize_q5_1, legacy::quantize_row_q5_1_ref);
+}
+
+#[test]
+fn f16_to_f32_finite_is_exact_on_every_f16() {
+    let all: Vec<half::f16> = (0..=u16::MAX).map(half::f16::from_bits).collect();
+    let mut out = vec![0f32; all.len()];
+    assert!(!f16_to_f32_finite(&all, &mut out)); // holds infinities and NaNs
+    for (h, &f) in all.iter().zip(&out) {
+        let want = h.to_f32();
+        assert!(
+            f.to_bits() == want.to_bits() || (f.is_nan() && want.is_nan()),
+            "{:#06x}",
+            h.to_bits()
+        );
+    }
+    // the finite flag, wherever the one non-finite value sits (vector body or tail)
+    for len in [1usize, 7, 8, 9, 16, 23, 64, 576] {
+        let mut x: Vec<half::f16> = (0..len)
+            .map(|i| half::f16::from_f32(i as f32 * 0.25 - 3.0))
+            .collect();
+        let mut y = vec![0f32; len];
+        assert!(f16_to_f32_finite(&x, &mut y), "{len}");
+        for bad in [half::f16::INFINITY, half::f16::NEG_INFINITY, half::f16::NAN] {
+            for pos in [0, len / 2, len - 1] {
+                let keep = x[pos];
+                x[pos] = bad;
+                assert!(!f16_to_f32_finite(&x, &mut y), "{len} {pos}");
+                x[pos] = keep;
+            }
+        }
+    }
+}
