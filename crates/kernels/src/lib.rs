@@ -37,6 +37,9 @@ pub mod x86;
 mod matmul;
 pub use matmul::{gemm, gemm_isa, gemv, gemv_isa, KernelError, Weights};
 
+/// The largest tile (weight rows x activation rows) a [`TileFn`] computes.
+pub const MAX_TILE: (usize, usize) = (4, 4);
+
 /// An instruction set the kernels can run with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Isa {
@@ -301,6 +304,98 @@ pub fn kernel(isa: Isa, ty: GgmlType) -> Option<DotFn> {
         #[cfg(target_arch = "aarch64")]
         Isa::Dotprod => arm::kernel(ty, true),
         _ => None,
+    }
+}
+
+/// A tile kernel: the dot products of `m` weight rows with `k` activation rows in one pass
+/// (`m`, `k` fixed per kernel, at most [`MAX_TILE`]). For `i < m`, `j < k` it writes
+/// `out[j * ldo + i] = dot(w + i * ldw, a + j * lda)` over `n` elements, as the [`DotFn`] of the
+/// same type would, up to the order of the float additions.
+///
+/// # Safety
+/// Each of the `m` weight rows at `w + i * ldw` must hold `row_bytes(ty, n)` readable bytes, each
+/// of the `k` activation rows at `a + j * lda` `row_bytes(act_type(ty), n)`, every
+/// `out + j * ldo + i` must be writable, `n` a multiple of the block size, and the CPU must support
+/// the kernel's instruction set.
+pub type TileFn = unsafe fn(
+    n: usize,
+    w: *const u8,
+    ldw: usize,
+    a: *const u8,
+    lda: usize,
+    out: *mut f32,
+    ldo: usize,
+);
+
+/// The tile kernel for `m` weight rows x `k` activation rows of type `ty` on `isa`, if this build
+/// has one (AVX2: every quantized type; other sets run [`kernel`] per element).
+pub fn tile_kernel(isa: Isa, ty: GgmlType, m: usize, k: usize) -> Option<TileFn> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::tile::tile_kernel(ty, m, k),
+        _ => {
+            let _ = (ty, m, k);
+            None
+        }
+    }
+}
+
+/// The tile shape (weight rows, activation rows) [`gemm`] uses for `ty` on `isa` when there is
+/// more than one token, or `None` where there are no tile kernels.
+pub fn tile_shape(isa: Isa, ty: GgmlType) -> Option<(usize, usize)> {
+    tile_kernel(isa, ty, 1, 1)?;
+    Some(match ty {
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => (2, 4),
+        _ => (4, 3),
+    })
+}
+
+/// The dot products of `m` weight rows (`w`, `m * row_bytes(ty, n)` bytes, rows back to back)
+/// with `k` activation rows (`act`, type `act_type(ty)`, back to back) on `isa`:
+/// `out[j * m + i] = dot(row i, activation j)`, with the tile kernel where there is one and the
+/// one-row [`kernel`] per element otherwise (tests, benchmarks).
+///
+/// # Panics
+/// If `ty` has no kernel, `isa` cannot run here, `m` or `k` is 0 or above [`MAX_TILE`], `n` is not
+/// a multiple of the block size or a buffer has the wrong size.
+pub fn tile(
+    isa: Isa,
+    ty: GgmlType,
+    n: usize,
+    m: usize,
+    k: usize,
+    w: &[u8],
+    act: &[u8],
+    out: &mut [f32],
+) {
+    let at = act_type(ty).unwrap_or_else(|| panic!("no dot product for `{ty}` weights"));
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    assert!(
+        (1..=MAX_TILE.0).contains(&m) && (1..=MAX_TILE.1).contains(&k),
+        "tile {m}x{k}"
+    );
+    assert_eq!(
+        n % ty.block_size(),
+        0,
+        "`n` is a multiple of the block size"
+    );
+    let (ldw, lda) = (row_bytes(ty, n), row_bytes(at, n));
+    assert_eq!(w.len(), m * ldw, "weight rows");
+    assert_eq!(act.len(), k * lda, "activation rows");
+    assert_eq!(out.len(), m * k, "outputs");
+    match tile_kernel(isa, ty, m, k) {
+        // SAFETY: sizes checked above, CPU support checked by `usable`.
+        Some(f) => unsafe { f(n, w.as_ptr(), ldw, act.as_ptr(), lda, out.as_mut_ptr(), m) },
+        None => {
+            let f = kernel(isa, ty).expect("usable isa has every kernel");
+            for j in 0..k {
+                for i in 0..m {
+                    // SAFETY: as above.
+                    out[j * m + i] =
+                        unsafe { f(n, w[i * ldw..].as_ptr(), act[j * lda..].as_ptr()) };
+                }
+            }
+        }
     }
 }
 

@@ -4,7 +4,9 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::{act_type, isa, kernel, row_bytes, GgmlType, Isa};
+use crate::{
+    act_type, isa, kernel, row_bytes, tile_kernel, tile_shape, GgmlType, Isa, TileFn, MAX_TILE,
+};
 
 /// A matrix problem the kernels cannot take.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -203,6 +205,10 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
                 .for_each(|(a, x)| crate::quantize_act(at, x, a));
         }
         let act: &[u8] = act;
+        if let Some(tiles) = Tiles::new(isa, w.ty, n_tokens) {
+            tiles.run(w, act, arb, n_tokens, ys);
+            return;
+        }
         let chunk = rows_per_task(rows, wrb);
         if n_tokens == 1 {
             ys.par_chunks_mut(chunk).enumerate().for_each(|(c, yc)| {
@@ -231,4 +237,73 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
             });
         }
     });
+}
+
+/// The tile kernels of one product: `mr` weight rows x `nr` tokens per call, with the smaller
+/// tiles for the edges (`fns[m - 1][n - 1]`).
+struct Tiles {
+    mr: usize,
+    nr: usize,
+    fns: [[Option<TileFn>; MAX_TILE.1]; MAX_TILE.0],
+}
+
+impl Tiles {
+    /// The tiles for `ty` on `isa`, or `None` where that set has no tile kernels. Decode
+    /// (one token) uses `MAX_TILE.0 x 1` tiles.
+    fn new(isa: Isa, ty: GgmlType, n_tokens: usize) -> Option<Tiles> {
+        let (mr, nr) = if n_tokens == 1 {
+            (MAX_TILE.0, 1)
+        } else {
+            tile_shape(isa, ty)?
+        };
+        let mut fns = [[None; MAX_TILE.1]; MAX_TILE.0];
+        for (m, row) in fns.iter_mut().enumerate().take(mr) {
+            for (n, f) in row.iter_mut().enumerate().take(nr) {
+                *f = Some(tile_kernel(isa, ty, m + 1, n + 1)?);
+            }
+        }
+        Some(Tiles { mr, nr, fns })
+    }
+
+    /// `ys[t * rows + r]` for every row and token: parallel over chunks of whole row tiles; in a
+    /// chunk each row tile's weights stay in L1 while the tokens stream past.
+    fn run(&self, w: &Weights, act: &[u8], arb: usize, n_tokens: usize, ys: &mut [f32]) {
+        let (rows, cols, wrb) = (w.rows, w.cols, w.row_bytes());
+        let chunk = rows_per_task(rows, wrb * n_tokens.min(8)).next_multiple_of(self.mr);
+        let n_chunks = rows.div_ceil(chunk);
+        let out = Out(ys.as_mut_ptr());
+        let task = |c: usize| {
+            let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+            let mut r = r0;
+            while r < r1 {
+                let m = self.mr.min(r1 - r);
+                let mut t = 0;
+                while t < n_tokens {
+                    let n = self.nr.min(n_tokens - t);
+                    let f = self.fns[m - 1][n - 1].expect("every tile up to mr x nr");
+                    // SAFETY: rows r..r+m and tokens t..t+n exist (full byte lengths); the
+                    // outputs (t + j) * rows + r + i belong to this chunk only; the CPU runs
+                    // the kernel's instruction set (checked by the caller).
+                    unsafe {
+                        f(
+                            cols,
+                            w.data.as_ptr().add(r * wrb),
+                            wrb,
+                            act.as_ptr().add(t * arb),
+                            arb,
+                            out.at(t * rows + r),
+                            rows,
+                        )
+                    };
+                    t += n;
+                }
+                r += m;
+            }
+        };
+        if n_chunks == 1 {
+            task(0);
+        } else {
+            (0..n_chunks).into_par_iter().for_each(task);
+        }
+    }
 }

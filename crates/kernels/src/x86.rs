@@ -6,6 +6,8 @@ use std::arch::x86_64::*;
 
 use crate::{k4_scales_mins, rd_f32, rd_u32, DotFn, GgmlType};
 
+pub mod tile;
+
 /// An f16 at `p` (unaligned) to f32 with F16C, inline (the `half` crate's conversion is an
 /// out-of-line call with a run-time feature check).
 #[inline]
