@@ -40,6 +40,11 @@ pub use matmul::{gemm, gemm_isa, gemv, gemv_isa, KernelError, Weights};
 /// The largest tile (weight rows x activation rows) a [`TileFn`] computes.
 pub const MAX_TILE: (usize, usize) = (4, 4);
 
+/// Weight rows per tile in [`gemv`] (decode, one token). One: decode streams the weights from
+/// memory, and one row after another is a single sequential stream that the hardware prefetcher
+/// follows best; 2- and 4-row tiles measured slower (docs/performance.md).
+pub const GEMV_ROWS: usize = 1;
+
 /// An instruction set the kernels can run with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Isa {
@@ -285,6 +290,23 @@ pub fn quantize_act(act: GgmlType, x: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// [`quantize_act`] with the SIMD code of `isa` where there is some (AVX2: Q8_0 and Q8_1), bit
+/// for bit the same bytes.
+///
+/// # Panics
+/// As [`quantize_act`], and if `isa` cannot run here.
+pub fn quantize_act_isa(isa: Isa, act: GgmlType, x: &[f32], dst: &mut [u8]) {
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && matches!(act, GgmlType::Q8_0 | GgmlType::Q8_1) {
+        assert_eq!(dst.len(), row_bytes(act, x.len()), "activation buffer size");
+        // SAFETY: sizes checked (row_bytes asserts whole blocks); the CPU runs AVX2.
+        unsafe { x86::quantize_row_q8(x, dst, act == GgmlType::Q8_1) };
+        return;
+    }
+    quantize_act(act, x, dst)
+}
+
 /// A dot-product kernel: `n` elements of weights at `x` against activations at `y`.
 ///
 /// # Safety
@@ -310,7 +332,9 @@ pub fn kernel(isa: Isa, ty: GgmlType) -> Option<DotFn> {
 /// A tile kernel: the dot products of `m` weight rows with `k` activation rows in one pass
 /// (`m`, `k` fixed per kernel, at most [`MAX_TILE`]). For `i < m`, `j < k` it writes
 /// `out[j * ldo + i] = dot(w + i * ldw, a + j * lda)` over `n` elements, as the [`DotFn`] of the
-/// same type would, up to the order of the float additions.
+/// same type would, up to the order of the float additions. `sc + j * ldsc` holds activation row
+/// `j`'s block scales as f32 ([`act_scales`]), so the kernel does not convert them once per
+/// weight row.
 ///
 /// # Safety
 /// Each of the `m` weight rows at `w + i * ldw` must hold `row_bytes(ty, n)` readable bytes, each
@@ -323,9 +347,42 @@ pub type TileFn = unsafe fn(
     ldw: usize,
     a: *const u8,
     lda: usize,
+    sc: *const f32,
+    ldsc: usize,
     out: *mut f32,
     ldo: usize,
 );
+
+/// How many f32 scales [`act_scales`] writes for `n` elements of activations of type `act`:
+/// one per block for Q8_0, two (every `d`, then every `s`) for Q8_1, none for the others.
+pub fn act_scales_len(act: GgmlType, n: usize) -> usize {
+    match act {
+        GgmlType::Q8_0 => n / 32,
+        GgmlType::Q8_1 => 2 * (n / 32),
+        _ => 0,
+    }
+}
+
+/// The f16 block scales of one activation row `a` (type `act`, `n` elements) as f32, for the
+/// [`TileFn`]s: Q8_0 `d`s; Q8_1 `d`s then `s`s; nothing for other types.
+///
+/// # Panics
+/// If `a` or `out` has the wrong size.
+pub fn act_scales(act: GgmlType, n: usize, a: &[u8], out: &mut [f32]) {
+    assert_eq!(a.len(), row_bytes(act, n), "activation row");
+    assert_eq!(out.len(), act_scales_len(act, n), "scales");
+    let nb = n / 32;
+    let bs = act.type_size();
+    let h = |i: usize| half::f16::from_le_bytes([a[i], a[i + 1]]).to_f32();
+    match act {
+        GgmlType::Q8_0 => (0..nb).for_each(|l| out[l] = h(l * bs)),
+        GgmlType::Q8_1 => (0..nb).for_each(|l| {
+            out[l] = h(l * bs);
+            out[nb + l] = h(l * bs + 2);
+        }),
+        _ => {}
+    }
+}
 
 /// The tile kernel for `m` weight rows x `k` activation rows of type `ty` on `isa`, if this build
 /// has one (AVX2: every quantized type; other sets run [`kernel`] per element).
@@ -344,9 +401,12 @@ pub fn tile_kernel(isa: Isa, ty: GgmlType, m: usize, k: usize) -> Option<TileFn>
 /// more than one token, or `None` where there are no tile kernels.
 pub fn tile_shape(isa: Isa, ty: GgmlType) -> Option<(usize, usize)> {
     tile_kernel(isa, ty, 1, 1)?;
+    // measured on SmolLM2 shapes (576x1536, 1536x576, 64 tokens; docs/performance.md): 4-row
+    // tiles spill accumulators to the stack with AVX2's 16 registers
     Some(match ty {
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => (2, 4),
-        _ => (4, 3),
+        GgmlType::Q4_K | GgmlType::Q5_K => (2, 3),
+        GgmlType::Q6_K => (2, 2),
+        _ => (2, 4),
     })
 }
 
@@ -383,9 +443,31 @@ pub fn tile(
     assert_eq!(w.len(), m * ldw, "weight rows");
     assert_eq!(act.len(), k * lda, "activation rows");
     assert_eq!(out.len(), m * k, "outputs");
+    let ldsc = act_scales_len(at, n);
+    let mut sc = vec![0f32; k * ldsc];
+    for j in 0..k {
+        act_scales(
+            at,
+            n,
+            &act[j * lda..(j + 1) * lda],
+            &mut sc[j * ldsc..(j + 1) * ldsc],
+        );
+    }
     match tile_kernel(isa, ty, m, k) {
         // SAFETY: sizes checked above, CPU support checked by `usable`.
-        Some(f) => unsafe { f(n, w.as_ptr(), ldw, act.as_ptr(), lda, out.as_mut_ptr(), m) },
+        Some(f) => unsafe {
+            f(
+                n,
+                w.as_ptr(),
+                ldw,
+                act.as_ptr(),
+                lda,
+                sc.as_ptr(),
+                ldsc,
+                out.as_mut_ptr(),
+                m,
+            )
+        },
         None => {
             let f = kernel(isa, ty).expect("usable isa has every kernel");
             for j in 0..k {

@@ -5,7 +5,8 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::{
-    act_type, isa, kernel, row_bytes, tile_kernel, tile_shape, GgmlType, Isa, TileFn, MAX_TILE,
+    act_scales, act_scales_len, act_type, isa, kernel, row_bytes, tile_kernel, tile_shape,
+    GgmlType, Isa, TileFn, GEMV_ROWS, MAX_TILE,
 };
 
 /// A matrix problem the kernels cannot take.
@@ -196,17 +197,39 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
     let (cols, rows) = (w.cols, w.rows);
     let wrb = w.row_bytes();
     let arb = row_bytes(at, cols);
-    with_scratch(arb * n_tokens, |act| {
+    let tiles = Tiles::new(isa, w.ty, n_tokens);
+    // the tile kernels also take each activation block's scale as f32
+    let ldsc = if tiles.is_some() {
+        act_scales_len(at, cols)
+    } else {
+        0
+    };
+    let sc_bytes = 4 * ldsc * n_tokens;
+    with_scratch(sc_bytes + arb * n_tokens, |buf| {
+        let (sc, act) = buf.split_at_mut(sc_bytes);
+        let sc: &mut [f32] = bytemuck::cast_slice_mut(sc);
+        let prep = |(a, x): (&mut [u8], &[f32]), s: &mut [f32]| {
+            crate::quantize_act_isa(isa, at, x, a);
+            if ldsc > 0 {
+                act_scales(at, cols, a, s);
+            }
+        };
         if n_tokens == 1 {
-            crate::quantize_act(at, xs, act);
+            prep((act, xs), sc);
+        } else if ldsc == 0 {
+            act.par_chunks_mut(arb)
+                .zip(xs.par_chunks(cols))
+                .for_each(|ax| prep(ax, &mut []));
         } else {
             act.par_chunks_mut(arb)
                 .zip(xs.par_chunks(cols))
-                .for_each(|(a, x)| crate::quantize_act(at, x, a));
+                .zip(sc.par_chunks_mut(ldsc))
+                .for_each(|(ax, s)| prep(ax, s));
         }
         let act: &[u8] = act;
-        if let Some(tiles) = Tiles::new(isa, w.ty, n_tokens) {
-            tiles.run(w, act, arb, n_tokens, ys);
+        let sc: &[f32] = sc;
+        if let Some(tiles) = tiles {
+            tiles.run(w, act, arb, sc, ldsc, n_tokens, ys);
             return;
         }
         let chunk = rows_per_task(rows, wrb);
@@ -249,10 +272,10 @@ struct Tiles {
 
 impl Tiles {
     /// The tiles for `ty` on `isa`, or `None` where that set has no tile kernels. Decode
-    /// (one token) uses `MAX_TILE.0 x 1` tiles.
+    /// (one token) uses `GEMV_ROWS x 1` tiles.
     fn new(isa: Isa, ty: GgmlType, n_tokens: usize) -> Option<Tiles> {
         let (mr, nr) = if n_tokens == 1 {
-            (MAX_TILE.0, 1)
+            (GEMV_ROWS, 1)
         } else {
             tile_shape(isa, ty)?
         };
@@ -267,7 +290,17 @@ impl Tiles {
 
     /// `ys[t * rows + r]` for every row and token: parallel over chunks of whole row tiles; in a
     /// chunk each row tile's weights stay in L1 while the tokens stream past.
-    fn run(&self, w: &Weights, act: &[u8], arb: usize, n_tokens: usize, ys: &mut [f32]) {
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        w: &Weights,
+        act: &[u8],
+        arb: usize,
+        sc: &[f32],
+        ldsc: usize,
+        n_tokens: usize,
+        ys: &mut [f32],
+    ) {
         let (rows, cols, wrb) = (w.rows, w.cols, w.row_bytes());
         let chunk = rows_per_task(rows, wrb * n_tokens.min(8)).next_multiple_of(self.mr);
         let n_chunks = rows.div_ceil(chunk);
@@ -291,6 +324,8 @@ impl Tiles {
                             wrb,
                             act.as_ptr().add(t * arb),
                             arb,
+                            sc.as_ptr().add(t * ldsc),
+                            ldsc,
                             out.at(t * rows + r),
                             rows,
                         )

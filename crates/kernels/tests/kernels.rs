@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use slmpack_kernels::{
-    act_type, available_isas, gemm_isa, gemv_isa, quantize_act, row_bytes, tile, tile_kernel,
-    vec_dot, GgmlType, Isa, KernelError, Weights, MAX_TILE, WEIGHT_TYPES,
+    act_type, available_isas, gemm_isa, gemv_isa, quantize_act, quantize_act_isa, row_bytes, tile,
+    tile_kernel, vec_dot, GgmlType, Isa, KernelError, Weights, MAX_TILE, WEIGHT_TYPES,
 };
 
 /// ggml's `tests/test-quantize-fns.cpp`: MAX_DOT_PRODUCT_ERROR (every type here; the 0.04
@@ -216,6 +216,31 @@ fn check_tiles(ty: GgmlType, n: usize, wdist: u8, xdist: u8, seed: u64) {
                             "{ty} on {isa}, tile {m}x{k}, n={n}, row {i} token {j}: {got} vs scalar {want} (tol {tol:e})"
                         );
                     }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn simd_activation_quantization_is_bit_identical() {
+    for ty in WEIGHT_TYPES {
+        let at = act_type(ty).unwrap();
+        for dist in 0..7u8 {
+            for n in [32usize, 64, 576, 1536] {
+                if n % at.block_size() != 0 {
+                    continue;
+                }
+                let mut x = gen(dist, n, dist as u64 * 31 + n as u64);
+                if dist == 6 {
+                    x[3] = f32::INFINITY; // a non-finite block takes the reference path
+                }
+                let mut want = vec![0u8; row_bytes(at, n)];
+                quantize_act(at, &x, &mut want);
+                for isa in available_isas() {
+                    let mut got = vec![0u8; want.len()];
+                    quantize_act_isa(isa, at, &x, &mut got);
+                    assert_eq!(got, want, "{at} on {isa}, dist {dist}, n={n}");
                 }
             }
         }

@@ -7,7 +7,8 @@
 //! `tinyBLAS_Q0_AVX` (llama.cpp `ggml-cpu/llamafile/sgemm.cpp`) does. Decode (one token) uses
 //! `M x 1` tiles, prefill `M x N`.
 //!
-//! Every kernel has the signature of [`crate::TileFn`] and computes, for `i < M`, `j < N`,
+//! Every kernel has the signature of [`crate::TileFn`] (the K-quants ignore `sc`: Q8_K blocks
+//! carry an f32 scale) and computes, for `i < M`, `j < N`,
 //! `out[j * ldo + i] = dot(w + i * ldw, a + j * lda)` over `n` elements: the same sums as the
 //! one-row kernels, in a different order (so not bit-identical to them). The scalar reference
 //! is [`crate::tile`] on [`crate::Isa::Scalar`] (the one-row scalar dot per element).
@@ -127,6 +128,8 @@ unsafe fn tile_q0<B: Q0, const M: usize, const N: usize>(
     ldw: usize,
     a: *const u8,
     lda: usize,
+    sc: *const f32,
+    ldsc: usize,
     out: *mut f32,
     ldo: usize,
 ) {
@@ -136,25 +139,28 @@ unsafe fn tile_q0<B: Q0, const M: usize, const N: usize>(
     for l in 0..nb {
         let mut ax = [_mm256_setzero_si256(); M];
         let mut sx = [_mm256_setzero_si256(); M];
-        let mut dx = [0f32; M];
+        let mut dx = [_mm256_setzero_ps(); M];
         for i in 0..M {
             let b = w.add(i * ldw + l * B::SIZE);
+            _mm_prefetch::<_MM_HINT_T0>(b.add(M * ldw).cast());
+            // the same block of the row `M` rows down (the next tile's): rows are short (a few
+            // hundred bytes), so the hardware prefetcher has little time to pick them up
+            _mm_prefetch::<_MM_HINT_T0>(b.add(M * ldw).cast());
             let q = B::q(b);
             ax[i] = _mm256_sign_epi8(q, q);
             sx[i] = q;
-            dx[i] = B::d(b);
+            dx[i] = _mm256_set1_ps(B::d(b));
         }
         for j in 0..N {
-            let b = a.add(j * lda + l * Q8_0);
-            let y = load(b.add(2));
-            let dy = rd_f16(b);
+            let y = load(a.add(j * lda + l * Q8_0 + 2));
+            let dy = _mm256_broadcast_ss(&*sc.add(j * ldsc + l));
             for i in 0..M {
                 let p = _mm256_madd_epi16(
                     _mm256_maddubs_epi16(ax[i], _mm256_sign_epi8(y, sx[i])),
                     ones,
                 );
                 acc[i][j] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dx[i] * dy), _mm256_cvtepi32_ps(p), acc[i][j]);
+                    _mm256_fmadd_ps(_mm256_mul_ps(dx[i], dy), _mm256_cvtepi32_ps(p), acc[i][j]);
             }
         }
     }
@@ -169,6 +175,8 @@ unsafe fn tile_q1<B: Q1, const M: usize, const N: usize>(
     ldw: usize,
     a: *const u8,
     lda: usize,
+    sc: *const f32,
+    ldsc: usize,
     out: *mut f32,
     ldo: usize,
 ) {
@@ -178,24 +186,24 @@ unsafe fn tile_q1<B: Q1, const M: usize, const N: usize>(
     let mut summs = [[0f32; N]; M];
     for l in 0..nb {
         let mut qx = [_mm256_setzero_si256(); M];
-        let mut dx = [0f32; M];
+        let mut dx = [_mm256_setzero_ps(); M];
         let mut mx = [0f32; M];
         for i in 0..M {
             let b = w.add(i * ldw + l * B::SIZE);
+            _mm_prefetch::<_MM_HINT_T0>(b.add(M * ldw).cast());
             qx[i] = B::q(b);
-            dx[i] = rd_f16(b);
+            dx[i] = _mm256_set1_ps(rd_f16(b));
             mx[i] = rd_f16(b.add(2));
         }
         for j in 0..N {
-            let b = a.add(j * lda + l * Q8_1);
-            let y = load(b.add(4));
-            let dy = rd_f16(b);
-            let sy = rd_f16(b.add(2));
+            let y = load(a.add(j * lda + l * Q8_1 + 4));
+            let dy = _mm256_broadcast_ss(&*sc.add(j * ldsc + l));
+            let sy = *sc.add(j * ldsc + nb + l);
             for i in 0..M {
                 summs[i][j] += mx[i] * sy;
                 let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qx[i], y), ones);
                 acc[i][j] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(dx[i] * dy), _mm256_cvtepi32_ps(p), acc[i][j]);
+                    _mm256_fmadd_ps(_mm256_mul_ps(dx[i], dy), _mm256_cvtepi32_ps(p), acc[i][j]);
             }
         }
     }
@@ -210,6 +218,8 @@ unsafe fn tile_q4_k<const M: usize, const N: usize>(
     ldw: usize,
     a: *const u8,
     lda: usize,
+    _sc: *const f32,
+    _ldsc: usize,
     out: *mut f32,
     ldo: usize,
 ) {
@@ -278,6 +288,8 @@ unsafe fn tile_q5_k<const M: usize, const N: usize>(
     ldw: usize,
     a: *const u8,
     lda: usize,
+    _sc: *const f32,
+    _ldsc: usize,
     out: *mut f32,
     ldo: usize,
 ) {
@@ -356,6 +368,8 @@ unsafe fn tile_q6_k<const M: usize, const N: usize>(
     ldw: usize,
     a: *const u8,
     lda: usize,
+    _sc: *const f32,
+    _ldsc: usize,
     out: *mut f32,
     ldo: usize,
 ) {
