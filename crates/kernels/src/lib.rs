@@ -418,6 +418,7 @@ pub fn tile_shape(isa: Isa, ty: GgmlType) -> Option<(usize, usize)> {
 /// # Panics
 /// If `ty` has no kernel, `isa` cannot run here, `m` or `k` is 0 or above [`MAX_TILE`], `n` is not
 /// a multiple of the block size or a buffer has the wrong size.
+#[allow(clippy::too_many_arguments)]
 pub fn tile(
     isa: Isa,
     ty: GgmlType,

@@ -13,6 +13,10 @@
 //! one-row kernels, in a different order (so not bit-identical to them). The scalar reference
 //! is [`crate::tile`] on [`crate::Isa::Scalar`] (the one-row scalar dot per element).
 
+// The kernels take `TileFn`'s arguments, and index the `M x N` accumulator arrays by row and
+// token as the loops over both run in step.
+#![allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 
 use super::{
