@@ -19,7 +19,10 @@
 //!
 //! [`gemv`] (decode, one token) and [`gemm`] (prefill, several tokens) quantize the activations
 //! once per call into reusable per-thread scratch memory and split the weight rows over rayon's
-//! pool.
+//! pool. Where the instruction set has tile kernels ([`TileFn`], AVX2 for every quantized type)
+//! they run those: a tile unpacks each weight block once and multiplies it with several tokens
+//! (prefill, [`tile_shape`]), keeping one accumulator per row and token; decode runs one-row
+//! tiles ([`GEMV_ROWS`]). Elsewhere they call the one-row [`DotFn`] per row and token.
 
 #![warn(missing_docs)]
 
