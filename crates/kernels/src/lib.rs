@@ -21,8 +21,8 @@
 //! once per call into reusable per-thread scratch memory and split the weight rows over rayon's
 //! pool. Where the instruction set has tile kernels ([`TileFn`], AVX2 for every quantized type)
 //! they run those: a tile unpacks each weight block once and multiplies it with several tokens
-//! (prefill, [`tile_shape`]), keeping one accumulator per row and token; decode runs one-row
-//! tiles ([`GEMV_ROWS`]). Elsewhere they call the one-row [`DotFn`] per row and token.
+//! (prefill, [`tile_shape`]), keeping one accumulator per row and token. Decode (one token) and instruction
+//! sets without tiles call the one-row [`DotFn`] per row (and token).
 
 #![warn(missing_docs)]
 
@@ -42,11 +42,6 @@ pub use matmul::{gemm, gemm_isa, gemv, gemv_isa, KernelError, Weights};
 
 /// The largest tile (weight rows x activation rows) a [`TileFn`] computes.
 pub const MAX_TILE: (usize, usize) = (4, 4);
-
-/// Weight rows per tile in [`gemv`] (decode, one token). One: decode streams the weights from
-/// memory, and one row after another is a single sequential stream that the hardware prefetcher
-/// follows best; 2- and 4-row tiles measured slower (docs/performance.md).
-pub const GEMV_ROWS: usize = 1;
 
 /// An instruction set the kernels can run with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use crate::{
     act_scales, act_scales_len, act_type, isa, kernel, row_bytes, tile_kernel, tile_shape,
-    GgmlType, Isa, TileFn, GEMV_ROWS, MAX_TILE,
+    GgmlType, Isa, TileFn, MAX_TILE,
 };
 
 /// A matrix problem the kernels cannot take.
@@ -197,7 +197,14 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
     let (cols, rows) = (w.cols, w.rows);
     let wrb = w.row_bytes();
     let arb = row_bytes(at, cols);
-    let tiles = Tiles::new(isa, w.ty, n_tokens);
+    // decode (one token) keeps the one-row kernels: it streams the weights from memory, and one
+    // row after another is the single sequential stream the hardware prefetcher follows best
+    // (1-, 2- and 4-row tiles measured slower, docs/performance.md)
+    let tiles = if n_tokens > 1 {
+        Tiles::new(isa, w.ty)
+    } else {
+        None
+    };
     // the tile kernels also take each activation block's scale as f32
     let ldsc = if tiles.is_some() {
         act_scales_len(at, cols)
@@ -271,14 +278,10 @@ struct Tiles {
 }
 
 impl Tiles {
-    /// The tiles for `ty` on `isa`, or `None` where that set has no tile kernels. Decode
-    /// (one token) uses `GEMV_ROWS x 1` tiles.
-    fn new(isa: Isa, ty: GgmlType, n_tokens: usize) -> Option<Tiles> {
-        let (mr, nr) = if n_tokens == 1 {
-            (GEMV_ROWS, 1)
-        } else {
-            tile_shape(isa, ty)?
-        };
+    /// The tiles for `ty` on `isa` ([`tile_shape`]), or `None` where that set has no tile
+    /// kernels.
+    fn new(isa: Isa, ty: GgmlType) -> Option<Tiles> {
+        let (mr, nr) = tile_shape(isa, ty)?;
         let mut fns = [[None; MAX_TILE.1]; MAX_TILE.0];
         for (m, row) in fns.iter_mut().enumerate().take(mr) {
             for (n, f) in row.iter_mut().enumerate().take(nr) {
