@@ -4,8 +4,8 @@
 //! matrix product built from them unpacks every weight block once per token. A tile kernel
 //! loads and unpacks each weight block once (nibbles, high bits, signs, scales), reuses it for
 //! the `N` activation rows, and keeps `M * N` independent accumulators, as llamafile's
-//! `tinyBLAS_Q0_AVX` (llama.cpp `ggml-cpu/llamafile/sgemm.cpp`) does. Decode (one token) uses
-//! `M x 1` tiles, prefill `M x N`.
+//! `tinyBLAS_Q0_AVX` (llama.cpp `ggml-cpu/llamafile/sgemm.cpp`) does. Prefill uses them
+//! ([`crate::tile_shape`]); decode keeps the one-row kernels (see `crate::matmul`).
 //!
 //! Every kernel has the signature of [`crate::TileFn`] (the K-quants ignore `sc`: Q8_K blocks
 //! carry an f32 scale) and computes, for `i < M`, `j < N`,
