@@ -19,7 +19,10 @@
 //!
 //! [`gemv`] (decode, one token) and [`gemm`] (prefill, several tokens) quantize the activations
 //! once per call into reusable per-thread scratch memory and split the weight rows over rayon's
-//! pool.
+//! pool. Where the instruction set has tile kernels ([`TileFn`], AVX2 for every quantized type)
+//! they run those: a tile unpacks each weight block once and multiplies it with several tokens
+//! (prefill, [`tile_shape`]), keeping one accumulator per row and token. Decode (one token) and instruction
+//! sets without tiles call the one-row [`DotFn`] per row (and token).
 
 #![warn(missing_docs)]
 
@@ -36,6 +39,9 @@ pub mod x86;
 
 mod matmul;
 pub use matmul::{gemm, gemm_isa, gemv, gemv_isa, KernelError, Weights};
+
+/// The largest tile (weight rows x activation rows) a [`TileFn`] computes.
+pub const MAX_TILE: (usize, usize) = (4, 4);
 
 /// An instruction set the kernels can run with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -282,6 +288,23 @@ pub fn quantize_act(act: GgmlType, x: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// [`quantize_act`] with the SIMD code of `isa` where there is some (AVX2: Q8_0 and Q8_1), bit
+/// for bit the same bytes.
+///
+/// # Panics
+/// As [`quantize_act`], and if `isa` cannot run here.
+pub fn quantize_act_isa(isa: Isa, act: GgmlType, x: &[f32], dst: &mut [u8]) {
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && matches!(act, GgmlType::Q8_0 | GgmlType::Q8_1) {
+        assert_eq!(dst.len(), row_bytes(act, x.len()), "activation buffer size");
+        // SAFETY: sizes checked (row_bytes asserts whole blocks); the CPU runs AVX2.
+        unsafe { x86::quantize_row_q8(x, dst, act == GgmlType::Q8_1) };
+        return;
+    }
+    quantize_act(act, x, dst)
+}
+
 /// A dot-product kernel: `n` elements of weights at `x` against activations at `y`.
 ///
 /// # Safety
@@ -301,6 +324,159 @@ pub fn kernel(isa: Isa, ty: GgmlType) -> Option<DotFn> {
         #[cfg(target_arch = "aarch64")]
         Isa::Dotprod => arm::kernel(ty, true),
         _ => None,
+    }
+}
+
+/// A tile kernel: the dot products of `m` weight rows with `k` activation rows in one pass
+/// (`m`, `k` fixed per kernel, at most [`MAX_TILE`]). For `i < m`, `j < k` it writes
+/// `out[j * ldo + i] = dot(w + i * ldw, a + j * lda)` over `n` elements, as the [`DotFn`] of the
+/// same type would, up to the order of the float additions. `sc + j * ldsc` holds activation row
+/// `j`'s block scales as f32 ([`act_scales`]), so the kernel does not convert them once per
+/// weight row.
+///
+/// # Safety
+/// Each of the `m` weight rows at `w + i * ldw` must hold `row_bytes(ty, n)` readable bytes, each
+/// of the `k` activation rows at `a + j * lda` `row_bytes(act_type(ty), n)`, every
+/// `out + j * ldo + i` must be writable, `n` a multiple of the block size, and the CPU must support
+/// the kernel's instruction set.
+pub type TileFn = unsafe fn(
+    n: usize,
+    w: *const u8,
+    ldw: usize,
+    a: *const u8,
+    lda: usize,
+    sc: *const f32,
+    ldsc: usize,
+    out: *mut f32,
+    ldo: usize,
+);
+
+/// How many f32 scales [`act_scales`] writes for `n` elements of activations of type `act`:
+/// one per block for Q8_0, two (every `d`, then every `s`) for Q8_1, none for the others.
+pub fn act_scales_len(act: GgmlType, n: usize) -> usize {
+    match act {
+        GgmlType::Q8_0 => n / 32,
+        GgmlType::Q8_1 => 2 * (n / 32),
+        _ => 0,
+    }
+}
+
+/// The f16 block scales of one activation row `a` (type `act`, `n` elements) as f32, for the
+/// [`TileFn`]s: Q8_0 `d`s; Q8_1 `d`s then `s`s; nothing for other types.
+///
+/// # Panics
+/// If `a` or `out` has the wrong size.
+pub fn act_scales(act: GgmlType, n: usize, a: &[u8], out: &mut [f32]) {
+    assert_eq!(a.len(), row_bytes(act, n), "activation row");
+    assert_eq!(out.len(), act_scales_len(act, n), "scales");
+    let nb = n / 32;
+    let bs = act.type_size();
+    let h = |i: usize| half::f16::from_le_bytes([a[i], a[i + 1]]).to_f32();
+    match act {
+        GgmlType::Q8_0 => (0..nb).for_each(|l| out[l] = h(l * bs)),
+        GgmlType::Q8_1 => (0..nb).for_each(|l| {
+            out[l] = h(l * bs);
+            out[nb + l] = h(l * bs + 2);
+        }),
+        _ => {}
+    }
+}
+
+/// The tile kernel for `m` weight rows x `k` activation rows of type `ty` on `isa`, if this build
+/// has one (AVX2: every quantized type; other sets run [`kernel`] per element).
+pub fn tile_kernel(isa: Isa, ty: GgmlType, m: usize, k: usize) -> Option<TileFn> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::tile::tile_kernel(ty, m, k),
+        _ => {
+            let _ = (ty, m, k);
+            None
+        }
+    }
+}
+
+/// The tile shape (weight rows, activation rows) [`gemm`] uses for `ty` on `isa` when there is
+/// more than one token, or `None` where there are no tile kernels.
+pub fn tile_shape(isa: Isa, ty: GgmlType) -> Option<(usize, usize)> {
+    tile_kernel(isa, ty, 1, 1)?;
+    // measured on SmolLM2 shapes (576x1536, 1536x576, 64 tokens; docs/performance.md): 4-row
+    // tiles spill accumulators to the stack with AVX2's 16 registers
+    Some(match ty {
+        GgmlType::Q4_K | GgmlType::Q5_K => (2, 3),
+        GgmlType::Q6_K => (2, 2),
+        _ => (2, 4),
+    })
+}
+
+/// The dot products of `m` weight rows (`w`, `m * row_bytes(ty, n)` bytes, rows back to back)
+/// with `k` activation rows (`act`, type `act_type(ty)`, back to back) on `isa`:
+/// `out[j * m + i] = dot(row i, activation j)`, with the tile kernel where there is one and the
+/// one-row [`kernel`] per element otherwise (tests, benchmarks).
+///
+/// # Panics
+/// If `ty` has no kernel, `isa` cannot run here, `m` or `k` is 0 or above [`MAX_TILE`], `n` is not
+/// a multiple of the block size or a buffer has the wrong size.
+#[allow(clippy::too_many_arguments)]
+pub fn tile(
+    isa: Isa,
+    ty: GgmlType,
+    n: usize,
+    m: usize,
+    k: usize,
+    w: &[u8],
+    act: &[u8],
+    out: &mut [f32],
+) {
+    let at = act_type(ty).unwrap_or_else(|| panic!("no dot product for `{ty}` weights"));
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    assert!(
+        (1..=MAX_TILE.0).contains(&m) && (1..=MAX_TILE.1).contains(&k),
+        "tile {m}x{k}"
+    );
+    assert_eq!(
+        n % ty.block_size(),
+        0,
+        "`n` is a multiple of the block size"
+    );
+    let (ldw, lda) = (row_bytes(ty, n), row_bytes(at, n));
+    assert_eq!(w.len(), m * ldw, "weight rows");
+    assert_eq!(act.len(), k * lda, "activation rows");
+    assert_eq!(out.len(), m * k, "outputs");
+    let ldsc = act_scales_len(at, n);
+    let mut sc = vec![0f32; k * ldsc];
+    for j in 0..k {
+        act_scales(
+            at,
+            n,
+            &act[j * lda..(j + 1) * lda],
+            &mut sc[j * ldsc..(j + 1) * ldsc],
+        );
+    }
+    match tile_kernel(isa, ty, m, k) {
+        // SAFETY: sizes checked above, CPU support checked by `usable`.
+        Some(f) => unsafe {
+            f(
+                n,
+                w.as_ptr(),
+                ldw,
+                act.as_ptr(),
+                lda,
+                sc.as_ptr(),
+                ldsc,
+                out.as_mut_ptr(),
+                m,
+            )
+        },
+        None => {
+            let f = kernel(isa, ty).expect("usable isa has every kernel");
+            for j in 0..k {
+                for i in 0..m {
+                    // SAFETY: as above.
+                    out[j * m + i] =
+                        unsafe { f(n, w[i * ldw..].as_ptr(), act[j * lda..].as_ptr()) };
+                }
+            }
+        }
     }
 }
 

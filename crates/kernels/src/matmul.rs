@@ -4,7 +4,10 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::{act_type, isa, kernel, row_bytes, GgmlType, Isa};
+use crate::{
+    act_scales, act_scales_len, act_type, isa, kernel, row_bytes, tile_kernel, tile_shape,
+    GgmlType, Isa, TileFn, MAX_TILE,
+};
 
 /// A matrix problem the kernels cannot take.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -194,15 +197,48 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
     let (cols, rows) = (w.cols, w.rows);
     let wrb = w.row_bytes();
     let arb = row_bytes(at, cols);
-    with_scratch(arb * n_tokens, |act| {
+    // decode (one token) keeps the one-row kernels: it streams the weights from memory, and one
+    // row after another is the single sequential stream the hardware prefetcher follows best
+    // (1-, 2- and 4-row tiles measured slower, docs/performance.md)
+    let tiles = if n_tokens > 1 {
+        Tiles::new(isa, w.ty)
+    } else {
+        None
+    };
+    // the tile kernels also take each activation block's scale as f32
+    let ldsc = if tiles.is_some() {
+        act_scales_len(at, cols)
+    } else {
+        0
+    };
+    let sc_bytes = 4 * ldsc * n_tokens;
+    with_scratch(sc_bytes + arb * n_tokens, |buf| {
+        let (sc, act) = buf.split_at_mut(sc_bytes);
+        let sc: &mut [f32] = bytemuck::cast_slice_mut(sc);
+        let prep = |(a, x): (&mut [u8], &[f32]), s: &mut [f32]| {
+            crate::quantize_act_isa(isa, at, x, a);
+            if ldsc > 0 {
+                act_scales(at, cols, a, s);
+            }
+        };
         if n_tokens == 1 {
-            crate::quantize_act(at, xs, act);
+            prep((act, xs), sc);
+        } else if ldsc == 0 {
+            act.par_chunks_mut(arb)
+                .zip(xs.par_chunks(cols))
+                .for_each(|ax| prep(ax, &mut []));
         } else {
             act.par_chunks_mut(arb)
                 .zip(xs.par_chunks(cols))
-                .for_each(|(a, x)| crate::quantize_act(at, x, a));
+                .zip(sc.par_chunks_mut(ldsc))
+                .for_each(|(ax, s)| prep(ax, s));
         }
         let act: &[u8] = act;
+        let sc: &[f32] = sc;
+        if let Some(tiles) = tiles {
+            tiles.run(w, act, arb, sc, ldsc, n_tokens, ys);
+            return;
+        }
         let chunk = rows_per_task(rows, wrb);
         if n_tokens == 1 {
             ys.par_chunks_mut(chunk).enumerate().for_each(|(c, yc)| {
@@ -231,4 +267,81 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
             });
         }
     });
+}
+
+/// The tile kernels of one product: `mr` weight rows x `nr` tokens per call, with the smaller
+/// tiles for the edges (`fns[m - 1][n - 1]`).
+struct Tiles {
+    mr: usize,
+    nr: usize,
+    fns: [[Option<TileFn>; MAX_TILE.1]; MAX_TILE.0],
+}
+
+impl Tiles {
+    /// The tiles for `ty` on `isa` ([`tile_shape`]), or `None` where that set has no tile
+    /// kernels.
+    fn new(isa: Isa, ty: GgmlType) -> Option<Tiles> {
+        let (mr, nr) = tile_shape(isa, ty)?;
+        let mut fns = [[None; MAX_TILE.1]; MAX_TILE.0];
+        for (m, row) in fns.iter_mut().enumerate().take(mr) {
+            for (n, f) in row.iter_mut().enumerate().take(nr) {
+                *f = Some(tile_kernel(isa, ty, m + 1, n + 1)?);
+            }
+        }
+        Some(Tiles { mr, nr, fns })
+    }
+
+    /// `ys[t * rows + r]` for every row and token: parallel over chunks of whole row tiles; in a
+    /// chunk each row tile's weights stay in L1 while the tokens stream past.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        w: &Weights,
+        act: &[u8],
+        arb: usize,
+        sc: &[f32],
+        ldsc: usize,
+        n_tokens: usize,
+        ys: &mut [f32],
+    ) {
+        let (rows, cols, wrb) = (w.rows, w.cols, w.row_bytes());
+        let chunk = rows_per_task(rows, wrb * n_tokens.min(8)).next_multiple_of(self.mr);
+        let n_chunks = rows.div_ceil(chunk);
+        let out = Out(ys.as_mut_ptr());
+        let task = |c: usize| {
+            let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+            let mut r = r0;
+            while r < r1 {
+                let m = self.mr.min(r1 - r);
+                let mut t = 0;
+                while t < n_tokens {
+                    let n = self.nr.min(n_tokens - t);
+                    let f = self.fns[m - 1][n - 1].expect("every tile up to mr x nr");
+                    // SAFETY: rows r..r+m and tokens t..t+n exist (full byte lengths); the
+                    // outputs (t + j) * rows + r + i belong to this chunk only; the CPU runs
+                    // the kernel's instruction set (checked by the caller).
+                    unsafe {
+                        f(
+                            cols,
+                            w.data.as_ptr().add(r * wrb),
+                            wrb,
+                            act.as_ptr().add(t * arb),
+                            arb,
+                            sc.as_ptr().add(t * ldsc),
+                            ldsc,
+                            out.at(t * rows + r),
+                            rows,
+                        )
+                    };
+                    t += n;
+                }
+                r += m;
+            }
+        };
+        if n_chunks == 1 {
+            task(0);
+        } else {
+            (0..n_chunks).into_par_iter().for_each(task);
+        }
+    }
 }

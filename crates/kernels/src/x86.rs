@@ -6,6 +6,8 @@ use std::arch::x86_64::*;
 
 use crate::{k4_scales_mins, rd_f32, rd_u32, DotFn, GgmlType};
 
+pub mod tile;
+
 /// An f16 at `p` (unaligned) to f32 with F16C, inline (the `half` crate's conversion is an
 /// out-of-line call with a run-time feature check).
 #[inline]
@@ -493,4 +495,75 @@ pub unsafe fn vec_dot_q6_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_float_8(acc)
+}
+
+/// Q8_0 (`q81 == false`) or Q8_1 activations of one row with AVX2, bit for bit what
+/// `slmpack_quant::quantize_row` writes (ggml's reference: `d = amax / 127`, `q = roundf(x / d)`
+/// through `id = 1 / d`, halves away from zero; Q8_1's `s = d * sum(q)`). A block with a
+/// non-finite value goes through the reference.
+///
+/// # Safety
+/// `x.len()` a multiple of 32 and `dst.len() == row_bytes(Q8_0 or Q8_1, x.len())`; needs AVX2.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_row_q8(x: &[f32], dst: &mut [u8], q81: bool) {
+    let (bs, off, ty) = if q81 {
+        (Q8_1, 4, GgmlType::Q8_1)
+    } else {
+        (Q8_0, 2, GgmlType::Q8_0)
+    };
+    let sign = _mm256_set1_ps(-0.0);
+    let half = _mm256_set1_ps(0.5);
+    let mhalf = _mm256_set1_ps(-0.5);
+    let one = _mm256_set1_ps(1.0);
+    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (xb, yb) in x.chunks_exact(32).zip(dst.chunks_exact_mut(bs)) {
+        let p = xb.as_ptr();
+        let v = [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ];
+        let m = _mm256_max_ps(
+            _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+            _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])),
+        );
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        if !amax.is_finite() {
+            slmpack_quant::quantize_row(ty, xb, yb).expect("one block");
+            continue;
+        }
+        let d = amax / 127.0;
+        let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let mut q = [_mm256_setzero_si256(); 4];
+        for (qk, &vk) in q.iter_mut().zip(&v) {
+            let s = _mm256_mul_ps(vk, id);
+            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(s);
+            let frac = _mm256_sub_ps(s, t);
+            let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, half), one);
+            let down = _mm256_and_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(frac, mhalf), one);
+            *qk = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(t, up), down));
+        }
+        let q16a = _mm256_packs_epi32(q[0], q[1]);
+        let q16b = _mm256_packs_epi32(q[2], q[3]);
+        let q8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q16a, q16b), perm);
+        let yp = yb.as_mut_ptr();
+        _mm256_storeu_si256(yp.add(off).cast(), q8);
+        yp.cast::<[u8; 2]>()
+            .write_unaligned(slmpack_quant::fp32_to_fp16(d).to_bits().to_le_bytes());
+        if q81 {
+            let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+            let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+            let sum = _mm_cvtsi128_si32(s);
+            yp.add(2).cast::<[u8; 2]>().write_unaligned(
+                slmpack_quant::fp32_to_fp16(sum as f32 * d)
+                    .to_bits()
+                    .to_le_bytes(),
+            );
+        }
+    }
 }
