@@ -37,6 +37,14 @@ impl Rounding {
     };
 }
 
+/// Round half to even for `|x| <= 128` (here `|x * id| <= 127` up to an ulp) without a libm call:
+/// adding and subtracting 1.5 * 2^23 leaves no fraction bits, and the FPU rounds to even.
+#[inline(always)]
+fn round_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    (x + MAGIC) - MAGIC
+}
+
 /// Quantize one block of 32: returns `(d, qs, sum of qs)`.
 #[inline]
 fn block(x: &[f32], r: Rounding) -> (f32, [i8; 32], i32) {
@@ -64,7 +72,7 @@ fn block(x: &[f32], r: Rounding) -> (f32, [i8; 32], i32) {
         let p = v * id;
         let i = match r {
             Rounding::Reference => p.round(),
-            Rounding::X86 | Rounding::Neon => p.round_ties_even(),
+            Rounding::X86 | Rounding::Neon => round_even(p),
         } as i32;
         let i = i.clamp(-128, 127);
         *q = i as i8;
@@ -98,5 +106,37 @@ pub fn quantize_row_q8_1(x: &[f32], dst: &mut [u8], r: Rounding) {
                 .to_le_bytes(),
         );
         yb[4..].copy_from_slice(bytemuck::cast_slice(&qs));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_even_matches_round_ties_even() {
+        for i in -300_000..=300_000 {
+            let x = i as f32 / 2048.0; // every half and many near-halves in [-146, 146]
+            assert_eq!(round_even(x), x.round_ties_even(), "{x}");
+        }
+        assert_eq!(round_even(2.5), 2.0);
+        assert_eq!(round_even(-3.5), -4.0);
+    }
+
+    #[test]
+    fn roundings_differ_only_where_documented() {
+        // a tie: reference rounds away from zero, ggml-cpu's SIMD code to even
+        let mut x = [0f32; 32];
+        x[0] = 127.0;
+        x[1] = 2.5;
+        let (mut r, mut v) = ([0u8; 34], [0u8; 34]);
+        quantize_row_q8_0(&x, &mut r, Rounding::Reference);
+        quantize_row_q8_0(&x, &mut v, Rounding::X86);
+        assert_eq!((r[3] as i8, v[3] as i8), (3, 2));
+        let mut q1 = [0u8; 36];
+        quantize_row_q8_1(&x, &mut q1, Rounding::Neon);
+        assert_eq!(q1[5] as i8, 2);
+        // s = d * sum(qs) = 1 * (127 + 2)
+        assert_eq!(half::f16::from_le_bytes([q1[2], q1[3]]).to_f32(), 129.0);
     }
 }

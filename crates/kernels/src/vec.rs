@@ -89,6 +89,40 @@ pub fn softmax(x: &mut [f32], scale: f32) -> f64 {
     softmax_isa(crate::isa(), x, scale)
 }
 
+/// [`softmax`] of the first `x.len()` values of a row of `row_len` whose other values are masked
+/// (`-inf`), as ggml computes it: the values past the last full group of 8 of the row use libm's
+/// `expf` and are added to the sum one by one.
+pub fn softmax_row(x: &mut [f32], scale: f32, row_len: usize) -> f64 {
+    let simd = row_len & !7;
+    if simd >= x.len() {
+        return softmax(x, scale);
+    }
+    let mut max = f32::NEG_INFINITY;
+    for v in x.iter_mut() {
+        *v *= scale;
+        max = max.max(*v);
+    }
+    let (head, tail) = x.split_at_mut(simd);
+    #[cfg(target_arch = "x86_64")]
+    let mut sum = if crate::isa() == Isa::Avx2 {
+        // SAFETY: checked by `isa`.
+        unsafe { avx2::exp_sum(head, max) }
+    } else {
+        exp_sum(head, max)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let mut sum = exp_sum(head, max);
+    for v in tail.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+    sum
+}
+
 /// [`softmax`] on a given instruction set (for tests).
 pub fn softmax_isa(isa: Isa, x: &mut [f32], scale: f32) -> f64 {
     assert!(isa.usable(), "instruction set `{isa}` cannot run here");
@@ -170,6 +204,42 @@ pub fn dot_f16_isa(isa: Isa, a: &[u16], b: &[u16]) -> f32 {
         }
     }
     hsum8(&acc)
+}
+
+/// `ggml_vec_dot_f16` over a row of `n` elements of which `a.len()` are given (the rest zero):
+/// four 8-lane FMA accumulators over groups of 32, reduced pairwise then with `hadd`, and the
+/// elements past the last group of 32 added one by one in f64.
+pub fn dot_f16_ggml(a: &[u16], b: &[u16], n: usize) -> f32 {
+    dot_f16_ggml_isa(crate::isa(), a, b, n)
+}
+
+/// [`dot_f16_ggml`] on a given instruction set (for tests).
+pub fn dot_f16_ggml_isa(isa: Isa, a: &[u16], b: &[u16], n: usize) -> f32 {
+    assert_eq!(a.len(), b.len());
+    assert!(n >= a.len());
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        // SAFETY: checked by `isa`.
+        return unsafe { avx2::dot_f16_ggml(a, b, n) };
+    }
+    let np = (n & !31).min(a.len().div_ceil(32) * 32);
+    let f = |h: u16| half::f16::from_bits(h).to_f32();
+    let mut acc = [[0f32; 8]; 4];
+    for i in 0..np.min(a.len()) {
+        let (j, l) = ((i % 32) / 8, i % 8);
+        acc[j][l] = f(a[i]).mul_add(f(b[i]), acc[j][l]);
+    }
+    let mut r = [0f32; 8];
+    for l in 0..8 {
+        r[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    }
+    let t = [r[0] + r[4], r[1] + r[5], r[2] + r[6], r[3] + r[7]];
+    let mut sum = ((t[0] + t[1]) + (t[2] + t[3])) as f64;
+    for i in (n & !31)..a.len() {
+        sum += (f(a[i]) * f(b[i])) as f64;
+    }
+    sum as f32
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -292,6 +362,43 @@ mod avx2 {
         for k in i..n {
             out[k] = half::f16::from_f32(x[k]).to_bits();
         }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16_ggml(a: &[u16], b: &[u16], n: usize) -> f32 {
+        let len = a.len();
+        let np = n & !31;
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        let ld = |p: &[u16], i: usize| -> __m256 {
+            if i + 8 <= p.len() {
+                _mm256_cvtph_ps(_mm_loadu_si128(p.as_ptr().add(i).cast()))
+            } else {
+                let mut t = [0u16; 8];
+                if i < p.len() {
+                    t[..p.len() - i].copy_from_slice(&p[i..]);
+                }
+                _mm256_cvtph_ps(_mm_loadu_si128(t.as_ptr().cast()))
+            }
+        };
+        while i < np && i < len {
+            for (j, s) in acc.iter_mut().enumerate() {
+                *s = _mm256_fmadd_ps(ld(a, i + 8 * j), ld(b, i + 8 * j), *s);
+            }
+            i += 32;
+        }
+        let x0 = _mm256_add_ps(acc[0], acc[2]);
+        let x1 = _mm256_add_ps(acc[1], acc[3]);
+        let x0 = _mm256_add_ps(x0, x1);
+        let t0 = _mm_add_ps(_mm256_castps256_ps128(x0), _mm256_extractf128_ps(x0, 1));
+        let t1 = _mm_hadd_ps(t0, t0);
+        let mut sum = _mm_cvtss_f32(_mm_hadd_ps(t1, t1)) as f64;
+        for k in np..len {
+            let x = half::f16::from_bits(a[k]).to_f32();
+            let y = half::f16::from_bits(b[k]).to_f32();
+            sum += (x * y) as f64;
+        }
+        sum as f32
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]

@@ -102,3 +102,63 @@ fn softmax_masks_and_scales() {
     let s: f64 = e.iter().sum();
     assert!((x[0] as f64 - e[0] / s).abs() < 1e-6 && (x[3] as f64 - 1.0 / s).abs() < 1e-6);
 }
+
+#[test]
+fn ggml_order_dot_and_masked_softmax_rows() {
+    for isa in available_isas() {
+        for (len, n) in [
+            (1usize, 1usize),
+            (5, 13),
+            (13, 13),
+            (31, 40),
+            (64, 64),
+            (70, 95),
+            (100, 129),
+        ] {
+            let a = values(len, len as u64, 2.0);
+            let b = values(len, 5 + len as u64, 2.0);
+            let (mut ha, mut hb) = (vec![0u16; len], vec![0u16; len]);
+            vec::to_f16_isa(Isa::Scalar, &a, &mut ha);
+            vec::to_f16_isa(Isa::Scalar, &b, &mut hb);
+            let d = vec::dot_f16_ggml_isa(isa, &ha, &hb, n);
+            let r = vec::dot_f16_ggml_isa(Isa::Scalar, &ha, &hb, n);
+            assert_eq!(d.to_bits(), r.to_bits(), "{isa} len={len} n={n}");
+            let exact: f64 = ha
+                .iter()
+                .zip(&hb)
+                .map(|(&x, &y)| half::f16::from_bits(x).to_f64() * half::f16::from_bits(y).to_f64())
+                .sum();
+            assert!(
+                (d as f64 - exact).abs() <= 1e-5 * (1.0 + exact.abs()),
+                "{d} vs {exact}"
+            );
+        }
+    }
+    // a row of 13 with 10 visible values: 8 through ggml's exp, 2 through libm's
+    let x = values(10, 99, 5.0);
+    let mut got = x.clone();
+    vec::softmax_row(&mut got, 0.5, 13);
+    let m = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * 0.5));
+    let e: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if i < 8 {
+                vec::expf(v * 0.5 - m)
+            } else {
+                (v * 0.5 - m).exp()
+            }
+        })
+        .collect();
+    let s = e[..8].iter().map(|&v| v as f64).sum::<f64>()
+        + e[8..].iter().map(|&v| v as f64).sum::<f64>();
+    for (g, w) in got.iter().zip(&e) {
+        assert!((*g as f64 - *w as f64 / s).abs() < 1e-6);
+    }
+    // a row whose length is a multiple of 8 is the plain softmax
+    let mut a = x.clone();
+    let mut b = x.clone();
+    vec::softmax_row(&mut a, 0.5, 16);
+    vec::softmax(&mut b, 0.5);
+    assert_eq!(a, b);
+}
