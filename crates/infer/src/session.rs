@@ -270,8 +270,8 @@ impl<'m, 'a> Session<'m, 'a> {
             // of 8, else `ggml_vec_dot_f16` (`dot_f16_ggml`); the softmax uses libm's `expf` past
             // the row's last group of 8
             let row_len = pos0 + n;
-            let kq_tiny = n >= 2 && row_len % 4 == 0 && hd % 8 == 0;
-            let pv_tiny = n >= 2 && hd % 4 == 0 && row_len % 8 == 0;
+            let kq_tiny = n >= 2 && row_len.is_multiple_of(4) && hd.is_multiple_of(8);
+            let pv_tiny = n >= 2 && hd.is_multiple_of(4) && row_len.is_multiple_of(8);
             let out = SyncOut(s.att.as_mut_ptr());
             let blocks = n.div_ceil(ATT_BLOCK);
             (0..c.n_head * blocks).into_par_iter().for_each(|task| {
