@@ -2,8 +2,11 @@
 same prompt, same thread count, back to back. Usage:
     python benchmarks/decode-vs-llama.py SLMPACK_BIN THREADS MODEL.gguf [MODEL.gguf ...]
 Prints a Markdown table row per model. Greedy decoding of 128 tokens after a ~512-token prompt;
-The repetitive prompt keeps greedy decoding away from EOS on both sides."""
-import json, subprocess, sys, time
+The repetitive prompt keeps greedy decoding away from EOS on both sides.
+Then the memory-bandwidth bound of decode: each generated token reads every weight once, so decode
+cannot beat (copy bandwidth) / (weight bytes); the copy bandwidth is measured here with a 256 MiB
+numpy copy (bytes read + written per second, best of 5)."""
+import json, os, subprocess, sys, time
 import llama_cpp
 import numpy as np
 
@@ -38,7 +41,31 @@ def slm(bin_, model, threads, prompt):
 bin_, threads = sys.argv[1], int(sys.argv[2])
 print("| model | threads | prompt tokens | slmpack pp t/s | llama.cpp pp t/s | pp ratio | slmpack tg t/s | llama.cpp tg t/s | tg ratio |")
 print("|---|---|---|---|---|---|---|---|---|")
+rows = []
 for m in sys.argv[3:]:
     text, n, lpp, ltg = llama(m, threads)
     spp, stg = slm(bin_, m, threads, text)
+    rows.append((m, stg))
     print(f"| {m.split('/')[-1]} | {threads} | {n} | {spp:.1f} | {lpp:.1f} | {spp/lpp:.2f} | {stg:.1f} | {ltg:.1f} | {stg/ltg:.2f} |", flush=True)
+
+def copy_bandwidth():
+    a = np.ones(256 << 18, dtype=np.float32)  # 256 MiB
+    b = np.empty_like(a)
+    best = 0.0
+    for _ in range(5):
+        t0 = time.perf_counter(); np.copyto(b, a); t1 = time.perf_counter()
+        best = max(best, 2 * a.nbytes / (t1 - t0))
+    return best
+
+def weight_bytes(model):
+    from gguf import GGUFReader
+    return sum(int(t.n_bytes) for t in GGUFReader(model).tensors)
+
+bw = copy_bandwidth()
+print(f"\ncopy bandwidth (read + write): {bw / 1e9:.1f} GB/s")
+print("| model | weight bytes | bound t/s | slmpack tg t/s | fraction of bound |")
+print("|---|---|---|---|---|")
+for m, stg in rows:
+    wb = weight_bytes(m)
+    bound = bw / wb
+    print(f"| {m.split('/')[-1]} | {wb / 1e6:.1f} MB | {bound:.0f} | {stg:.1f} | {stg / bound:.2f} |", flush=True)

@@ -2,8 +2,9 @@
 
 * Tiny random llama models written here with gguf-py (F32, F16, Q8_0, Q4_0, Q4_1 weights; tied and
   untied output): logits for the same tokens must match llama.cpp's.
-* SmolLM2-135M-Instruct (Q4_1, env SLMPACK_SMOLLM2): tokenization identical to llama.cpp's,
-  greedy continuations, and teacher-forced top-1 agreement over >= 1000 positions.
+* SmolLM2-135M-Instruct (Q4_1, env SLMPACK_SMOLLM2, plus F16/Q8_0/Q4_0/Q4_K_M files requantized
+  from it): tokenization identical to llama.cpp's, greedy continuations, and teacher-forced top-1
+  agreement over >= 1000 positions per weight type.
 """
 import json
 import os
@@ -107,8 +108,9 @@ def write_tiny_llama(path, wtype, tied=True, seed=0, n_embd=64, n_head=4, n_head
 
 
 def llama_logits(model, tokens, n_batch=512):
+    # llama.cpp's defaults as llama-cpp-python sets them: F16 KV cache, no flash attention
     llm = Llama(model_path=str(model), logits_all=True, n_ctx=max(64, len(tokens) + 8), n_batch=n_batch,
-                n_ubatch=n_batch, n_threads=1, type_k=0, type_v=0, verbose=False)  # type 0 = F32 KV cache
+                n_ubatch=n_batch, n_threads=1, verbose=False)
     llm.eval(tokens)
     return np.array(llm.scores[: len(tokens)], dtype=np.float32)
 
@@ -120,13 +122,16 @@ def slmpack_logits(model, tokens, tmp, extra=()):
 
 
 # (weight type, tolerance on max|ours - llama.cpp| relative to max|logit|)
-# F32: both compute in f32. F16: llama.cpp rounds activations to f16 for the dot products, slmpack
-# keeps f32. Q8_0/Q4_0/Q4_1: both quantize activations to Q8 blocks the same way, so most runs are
-# bit-identical; a last-bit difference upstream can flip one int8 of a quantized activation
-# (a rounding tie), which moves the logits downstream by up to ~1% of their range. The mean error
-# must stay at 1e-3 of the range.
+# Both sides keep K and V in f16 and round Q and the softmax probabilities to f16 (llama.cpp's
+# default, no flash attention). Q8_0/Q4_0/Q4_1: activations are quantized to Q8 blocks exactly as
+# ggml-cpu does and the sums run in the same order, so on x86_64/AVX2 the logits are bit-identical
+# (measured: 0); the tolerance leaves room for other CPUs, where a last-bit difference can flip an
+# int8 of a quantized activation and move the logits by up to ~1% of their range. F32/F16: the
+# weight products sum in another order than llama.cpp's tinyBLAS; a last-bit difference can flip
+# an f16 rounding of Q/K/V/P (2^-11 relative), hence 1e-3 for F32. The mean error must stay at
+# 1e-3 of the range.
 TINY_CASES = [
-    (GT.F32, 1e-4),
+    (GT.F32, 1e-3),
     (GT.F16, 1e-2),
     (GT.Q8_0, 1e-2),
     (GT.Q4_0, 1e-2),
@@ -232,9 +237,38 @@ def llama_greedy(llm, prompt_tokens, n, eog):
     return out
 
 
-def test_smollm2_greedy_continuations(tmp_path):
-    model = smollm2()
-    llm = Llama(model_path=model, n_ctx=256, n_threads=2, logits_all=True, type_k=0, type_v=0, verbose=False)
+# SmolLM2 at several weight types: the Q4_1 original and files requantized from it with
+# `slmpack quantize --allow-requantize` (the same network at other types, enough to compare
+# runtimes; each made once per session).
+@pytest.fixture(scope="module")
+def smollm2_variants(tmp_path_factory):
+    made = {}
+
+    def get(wtype):
+        if wtype == "q4_1":
+            return smollm2()
+        if wtype not in made:
+            out = tmp_path_factory.mktemp("smollm2") / f"smollm2-{wtype}.gguf"
+            run("quantize", smollm2(), "--type", wtype, "--allow-requantize", "-q", "-o", out)
+            made[wtype] = str(out)
+        return made[wtype]
+
+    return get
+
+
+# Greedy continuations of 32 tokens. The issue asks for identical continuations at F16 and Q8_0;
+# we do not reach that yet: llama.cpp decodes one token at a time through other kernels than its
+# prompt path (`ggml_vec_dot_f16` instead of tinyBLAS, which slmpack follows) and our decode
+# matches those only partly (bit-identical logits for the first ~12 positions of a token-by-token
+# run). Measured: f16 4 of 5 prompts identical, q8_0 3 of 5, q4_1 1 of 5; every divergence is at
+# a near-tie (llama.cpp's own batched logits differ by < 0.1, or prefer slmpack's token).
+GREEDY_TYPES = ["q4_1", "f16", "q8_0"]
+
+
+@pytest.mark.parametrize("wtype", GREEDY_TYPES)
+def test_smollm2_greedy_continuations(tmp_path, smollm2_variants, wtype):
+    model = smollm2_variants(wtype)
+    llm = Llama(model_path=model, n_ctx=256, n_threads=2, logits_all=True, verbose=False)
     eog = {2, 0}
     report = []
     for p in PROMPTS:
@@ -261,8 +295,22 @@ def test_smollm2_greedy_continuations(tmp_path):
         assert margin <= 0.5, f"{p!r}: diverged at token {same} by {margin}: {ours} vs {ref}"
 
 
-def test_smollm2_teacher_forced_top1_agreement(tmp_path):
-    model = smollm2()
+# Teacher-forced top-1 agreement with llama.cpp (its defaults: F16 KV cache, no flash attention,
+# n_batch 512), measured on x86_64 with AVX2 against llama-cpp-python 0.3.36:
+# * q4_1, q8_0: 1.0000, bit-identical logits at all 1024 positions (same activation rounding as
+#   ggml-cpu's AVX2 `quantize_row_q8_0/1`, same dot-product orders, ggml's exp/softmax/swiglu,
+#   f16 K/V/Q/P, GCC's FMA contraction in RoPE);
+# * f16: 0.999 (our F16 weight kernel sums in a different order than llama.cpp's tinyBLAS);
+# * q4_0, q4_k_m: ~0.95. llama.cpp repacks Q4_0/Q4_K weights on AVX2 (`q4_0_8x8`, `q4_K_8x8`) and
+#   sums their products in another order; those last-bit differences flip int8 activation roundings
+#   and move logits by ~0.15 on average. That is llama.cpp's own noise floor: with flash attention
+#   on instead of off it agrees with itself at 0.955 (q4_0) and 0.949 (q4_k_m) on this text.
+TOP1_MIN = {"q4_1": 0.99, "q8_0": 0.99, "f16": 0.99, "q4_0": 0.93, "q4_k_m": 0.92}
+
+
+@pytest.mark.parametrize("wtype", list(TOP1_MIN))
+def test_smollm2_teacher_forced_top1_agreement(tmp_path, smollm2_variants, wtype):
+    model = smollm2_variants(wtype)
     root = pathlib.Path(__file__).resolve().parents[2]
     text = (root / "README.md").read_text() + "\n" + (root / "tests" / "oracle" / "test_infer.py").read_text()
     v = Llama(model_path=model, vocab_only=True, verbose=False)
@@ -272,10 +320,8 @@ def test_smollm2_teacher_forced_top1_agreement(tmp_path):
     ref = llama_logits(model, tokens)
     agree = float((ours.argmax(1) == ref.argmax(1)).mean())
     err = np.abs(ours - ref)
-    print(f"\nSmolLM2 Q4_1 teacher-forced: {len(tokens)} positions, top-1 agreement {agree:.4f}, "
-          f"mean |dlogit| {err.mean():.3f}, max {err.max():.3f}")
-    # llama.cpp agrees with itself (n_batch 1 vs 512) at about the same rate on such text: the
-    # Q8-quantized activations turn float-rounding differences into ~0.1 logit noise that flips
-    # near-ties; see the report in docs
-    assert agree >= 0.93, f"top-1 agreement {agree}"
+    exact = int((err.max(1) == 0).sum())
+    print(f"\nSmolLM2 {wtype} teacher-forced: {len(tokens)} positions, top-1 agreement {agree:.4f}, "
+          f"bit-identical rows {exact}, mean |dlogit| {err.mean():.4f}, max {err.max():.3f}")
+    assert agree >= TOP1_MIN[wtype], f"{wtype}: top-1 agreement {agree}"
     assert err.mean() <= 0.3

@@ -1,11 +1,11 @@
 //! Element-wise and row operations of the forward pass, written to follow ggml's CPU ops
 //! (`ggml_compute_forward_rms_norm_f32`, `ggml_rope_cache_init`/`rope_yarn`, `ggml_vec_soft_max_f32`).
 
-/// `y = x / sqrt(mean(x²) + eps) * w` (ggml sums the squares in double precision; so do we).
+/// `y = x / sqrt(mean(x²) + eps) * w` (as ggml: each square in f32, their sum in f64).
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
     debug_assert_eq!(x.len(), w.len());
     debug_assert_eq!(x.len(), y.len());
-    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let sum: f64 = x.iter().map(|&v| (v * v) as f64).sum();
     let mean = (sum / x.len() as f64) as f32;
     let scale = 1.0 / (mean + eps).sqrt();
     for ((yi, &xi), &wi) in y.iter_mut().zip(x).zip(w) {
@@ -50,8 +50,10 @@ pub fn rope_norm(head: &mut [f32], cache: &[f32]) {
     {
         let (x0, x1) = (pair[0], pair[1]);
         let (c, s) = (cs[0], cs[1]);
-        pair[0] = x0 * c - x1 * s;
-        pair[1] = x0 * s + x1 * c;
+        // `x0*c - x1*s` and `x0*s + x1*c` as GCC compiles ggml's `rotate_pairs` on FMA
+        // machines (-ffp-contract=fast): the first product of each line fused with the sum
+        pair[0] = x0.mul_add(c, -(x1 * s));
+        pair[1] = x0.mul_add(s, x1 * c);
     }
 }
 

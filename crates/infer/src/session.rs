@@ -8,15 +8,38 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::error::{InferError, Result};
-use crate::matmul::matmul;
+use slmpack_kernels::vec::{dot_f16, dot_f16_ggml, softmax_row, swiglu, to_f16};
+
+use crate::matmul::{matmul, SyncOut};
 use crate::model::Model;
-use crate::ops::{dot_f32, rms_norm, rope_cache, rope_norm, silu, softmax};
+use crate::ops::{rms_norm, rope_cache, rope_norm};
 
 /// Default number of prompt tokens processed per batch.
 pub const DEFAULT_BATCH: usize = 256;
 
+/// Query tokens per attention task in prefill.
+const ATT_BLOCK: usize = 16;
+
+/// Per-thread attention scratch: scores (f32) and probabilities (f16 bits), sized to the context
+/// on first use, so decoding allocates nothing.
+#[derive(Default)]
+struct AttScratch {
+    scores: Vec<f32>,
+    probs: Vec<u16>,
+}
+
+impl AttScratch {
+    fn get(&mut self, n_ctx: usize) -> (&mut [f32], &mut [u16]) {
+        if self.scores.len() < n_ctx {
+            self.scores.resize(n_ctx, 0.0);
+            self.probs.resize(n_ctx, 0);
+        }
+        (&mut self.scores, &mut self.probs)
+    }
+}
+
 thread_local! {
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static ATT: RefCell<AttScratch> = RefCell::new(AttScratch::default());
 }
 
 /// Activation buffers for up to `cap` tokens.
@@ -25,6 +48,8 @@ struct Scratch {
     x: Vec<f32>,
     xn: Vec<f32>,
     q: Vec<f32>,
+    /// `q` rounded to f16 for the attention products.
+    qh: Vec<u16>,
     k: Vec<f32>,
     v: Vec<f32>,
     att: Vec<f32>,
@@ -41,9 +66,11 @@ pub struct Session<'m, 'a> {
     model: &'m Model<'a>,
     n_ctx: usize,
     pos: usize,
-    /// `[layer][position][kv_dim]`
-    k_cache: Vec<f32>,
-    v_cache: Vec<f32>,
+    /// f16 bits, `[layer][position][kv_dim]`
+    k_cache: Vec<u16>,
+    /// f16 bits, transposed: `[layer][kv_dim][position]` (so P·V is a dot product over positions,
+    /// as in llama.cpp without flash attention)
+    v_cache: Vec<u16>,
     s: Scratch,
 }
 
@@ -62,13 +89,14 @@ impl<'m, 'a> Session<'m, 'a> {
             model,
             n_ctx,
             pos: 0,
-            k_cache: vec![0.0; kv],
-            v_cache: vec![0.0; kv],
+            k_cache: vec![0; kv],
+            v_cache: vec![0; kv],
             s: Scratch {
                 cap,
                 x: vec![0.0; cap * c.n_embd],
                 xn: vec![0.0; cap * c.n_embd.max(c.q_dim())],
                 q: vec![0.0; cap * c.q_dim()],
+                qh: vec![0; cap * c.q_dim()],
                 k: vec![0.0; cap * c.kv_dim()],
                 v: vec![0.0; cap * c.kv_dim()],
                 att: vec![0.0; cap * c.q_dim()],
@@ -97,6 +125,20 @@ impl<'m, 'a> Session<'m, 'a> {
     /// Forget the cached sequence.
     pub fn reset(&mut self) {
         self.pos = 0;
+    }
+
+    /// Keep the first `n` cached tokens and drop the rest, so a shared prompt prefix is computed
+    /// once: after `eval(prefix + a)`, `truncate(prefix.len())` then `eval(b)` gives the logits of
+    /// `eval(prefix + b)`.
+    pub fn truncate(&mut self, n: usize) -> Result<()> {
+        if n > self.pos {
+            return Err(InferError::Invalid(format!(
+                "cannot keep {n} tokens: the cache holds {}",
+                self.pos
+            )));
+        }
+        self.pos = n;
+        Ok(())
     }
 
     fn check(&self, tokens: &[u32]) -> Result<()> {
@@ -200,45 +242,74 @@ impl<'m, 'a> Session<'m, 'a> {
                     rope_norm(h, rc);
                 }
             }
-            // store K and V
+            // store K (row per position) and V (transposed: row per dimension) as f16
             let base = li * layer_stride;
-            self.k_cache[base + pos0 * kvd..base + (pos0 + n) * kvd].copy_from_slice(k);
-            self.v_cache[base + pos0 * kvd..base + (pos0 + n) * kvd].copy_from_slice(v);
+            to_f16(
+                k,
+                &mut self.k_cache[base + pos0 * kvd..base + (pos0 + n) * kvd],
+            );
+            let vt = &mut self.v_cache[base..base + layer_stride];
+            for t in 0..n {
+                let vrow = &v[t * kvd..(t + 1) * kvd];
+                for (d, &x) in vrow.iter().enumerate() {
+                    vt[d * n_ctx + pos0 + t] = half::f16::from_f32(x).to_bits();
+                }
+            }
             let kc = &self.k_cache[base..base + layer_stride];
             let vc = &self.v_cache[base..base + layer_stride];
+            let qh = &mut s.qh[..n * qd];
+            to_f16(&s.q[..n * qd], qh);
+            let qh = &*qh;
 
-            // causal attention, one task per (token, head)
-            let q = &s.q[..n * qd];
-            s.att[..n * qd]
-                .par_chunks_mut(hd)
-                .enumerate()
-                .for_each(|(idx, out)| {
-                    let t = idx / c.n_head;
-                    let h = idx % c.n_head;
-                    let kvh = h / group;
-                    let qh = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
-                    let n_kv = pos0 + t + 1;
-                    SCORES.with(|sc| {
-                        let mut sc = sc.borrow_mut();
-                        if sc.len() < n_kv {
-                            // once per thread: room for the whole context
-                            sc.resize(n_ctx.max(n_kv), 0.0);
-                        }
+            // causal attention as llama.cpp computes it with its default F16 KV cache: Q rounded
+            // to f16, K·Q and P·V as f16 dot products, softmax in f32 with ggml's exp, P rounded
+            // to f16. One task per (head, block of tokens).
+            // llama.cpp's rows hold every cell of the cache after this batch (later ones masked),
+            // and the shapes pick its kernels: `llamafile_sgemm` (tinyBLAS, `dot_f16`) for two
+            // query tokens or more when the rows count is a multiple of 4 and the row length one
+            // of 8, else `ggml_vec_dot_f16` (`dot_f16_ggml`); the softmax uses libm's `expf` past
+            // the row's last group of 8
+            let row_len = pos0 + n;
+            let kq_tiny = n >= 2 && row_len.is_multiple_of(4) && hd.is_multiple_of(8);
+            let pv_tiny = n >= 2 && hd.is_multiple_of(4) && row_len.is_multiple_of(8);
+            let out = SyncOut(s.att.as_mut_ptr());
+            let blocks = n.div_ceil(ATT_BLOCK);
+            (0..c.n_head * blocks).into_par_iter().for_each(|task| {
+                let h = task % c.n_head;
+                let b = task / c.n_head;
+                let kvh = h / group;
+                ATT.with(|buf| {
+                    let mut buf = buf.borrow_mut();
+                    let (sc, p) = buf.get(n_ctx);
+                    for t in b * ATT_BLOCK..((b + 1) * ATT_BLOCK).min(n) {
+                        let q = &qh[t * qd + h * hd..t * qd + (h + 1) * hd];
+                        let n_kv = pos0 + t + 1;
                         let sc = &mut sc[..n_kv];
                         for (j, sj) in sc.iter_mut().enumerate() {
                             let kj = &kc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
-                            *sj = dot_f32(qh, kj) * scale;
+                            *sj = if kq_tiny {
+                                dot_f16(q, kj)
+                            } else {
+                                dot_f16_ggml(q, kj, hd)
+                            };
                         }
-                        softmax(sc);
-                        out.fill(0.0);
-                        for (j, &p) in sc.iter().enumerate() {
-                            let vj = &vc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
-                            for (o, &vv) in out.iter_mut().zip(vj) {
-                                *o += p * vv;
-                            }
+                        softmax_row(sc, scale, row_len);
+                        let p = &mut p[..n_kv];
+                        to_f16(sc, p);
+                        for d in 0..hd {
+                            let row = (kvh * hd + d) * n_ctx;
+                            let vr = &vc[row..row + n_kv];
+                            let v = if pv_tiny {
+                                dot_f16(p, vr)
+                            } else {
+                                dot_f16_ggml(p, vr, row_len)
+                            };
+                            // SAFETY: (t, h, d) belongs to this task only; index < n * qd.
+                            unsafe { *out.get().add(t * qd + h * hd + d) = v };
                         }
-                    });
+                    }
                 });
+            });
             let o = &mut s.o[..n * e];
             matmul(&l.wo, &s.att[..n * qd], n, o);
             add_bias(o, l.bo.as_deref());
@@ -261,9 +332,7 @@ impl<'m, 'a> Session<'m, 'a> {
             let up = &mut s.up[..n * ff];
             matmul(&l.w_gate, xn, n, gate);
             matmul(&l.w_up, xn, n, up);
-            for (g, u) in gate.iter_mut().zip(up.iter()) {
-                *g = silu(*g) * u;
-            }
+            swiglu(gate, up);
             let o = &mut s.o[..n * e];
             matmul(&l.w_down, gate, n, o);
             for (xi, oi) in x.iter_mut().zip(o.iter()) {
@@ -302,6 +371,117 @@ fn add_bias(y: &mut [f32], b: Option<&[f32]>) {
         for row in y.chunks_exact_mut(b.len()) {
             for (v, bb) in row.iter_mut().zip(b) {
                 *v += bb;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slmpack_gguf::{GgmlType, GgufFile, GgufWriter};
+
+    /// A random F32 llama with 2 layers, GQA (4 query heads, 2 KV heads) and 40 tokens.
+    fn tiny(path: &std::path::Path) {
+        let (n_embd, n_head, n_kv, n_ff, n_vocab, n_layer) = (64u64, 4u64, 2u64, 96u64, 40u64, 2);
+        let hd = n_embd / n_head;
+        let mut w = GgufWriter::new();
+        w.set("general.architecture", "llama");
+        w.set("llama.block_count", n_layer as u32);
+        w.set("llama.context_length", 128u32);
+        w.set("llama.embedding_length", n_embd as u32);
+        w.set("llama.feed_forward_length", n_ff as u32);
+        w.set("llama.attention.head_count", n_head as u32);
+        w.set("llama.attention.head_count_kv", n_kv as u32);
+        w.set("llama.attention.layer_norm_rms_epsilon", 1e-5f32);
+        w.set("llama.vocab_size", n_vocab as u32);
+        let mut add = |name: &str, dims: Vec<u64>| {
+            w.add_tensor(name, dims, GgmlType::F32).unwrap();
+        };
+        add("token_embd.weight", vec![n_embd, n_vocab]);
+        add("output_norm.weight", vec![n_embd]);
+        for l in 0..n_layer {
+            let p = |s: &str| format!("blk.{l}.{s}");
+            add(&p("attn_norm.weight"), vec![n_embd]);
+            add(&p("attn_q.weight"), vec![n_embd, n_head * hd]);
+            add(&p("attn_k.weight"), vec![n_embd, n_kv * hd]);
+            add(&p("attn_v.weight"), vec![n_embd, n_kv * hd]);
+            add(&p("attn_output.weight"), vec![n_head * hd, n_embd]);
+            add(&p("ffn_norm.weight"), vec![n_embd]);
+            add(&p("ffn_gate.weight"), vec![n_embd, n_ff]);
+            add(&p("ffn_up.weight"), vec![n_embd, n_ff]);
+            add(&p("ffn_down.weight"), vec![n_ff, n_embd]);
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        w.write(path, |_, spec, out| {
+            let n: u64 = spec.dims.iter().product();
+            let norm = spec.dims.len() == 1;
+            let mut buf = Vec::with_capacity(n as usize * 4);
+            for _ in 0..n {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.8;
+                let v = if norm { 1.0 + r * 0.2 } else { r };
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+            out.write_all(&buf)
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn truncate_reuses_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        tiny(&path);
+        let f = GgufFile::open(&path).unwrap();
+        let m = Model::load(&f).unwrap();
+        let prefix = [
+            3u32, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3, 2, 38, 4, 6, 2, 6, 4, 3,
+        ];
+        let (a, b) = ([1u32, 2, 3, 4, 5], [7u32, 11, 13]);
+        for batch in [1, 4, 256] {
+            let mut s = Session::new(&m, 64, batch).unwrap();
+            s.eval(&[&prefix[..], &a[..]].concat()).unwrap();
+            s.truncate(prefix.len()).unwrap();
+            assert_eq!(s.pos(), prefix.len());
+            let got = s.eval(&b).unwrap().to_vec();
+            assert_eq!(s.pos(), prefix.len() + b.len());
+
+            let mut fresh = Session::new(&m, 64, batch).unwrap();
+            let want = fresh
+                .eval(&[&prefix[..], &b[..]].concat())
+                .unwrap()
+                .to_vec();
+            assert_eq!(got, want, "batch {batch}");
+            assert!(want.iter().all(|v| v.is_finite()));
+            // a different suffix gives different logits (the test can fail)
+            fresh.truncate(prefix.len()).unwrap();
+            assert_ne!(fresh.eval(&a).unwrap(), &want[..]);
+            assert!(s.truncate(s.pos() + 1).is_err());
+        }
+    }
+
+    #[test]
+    fn batched_and_token_by_token_evaluation_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        tiny(&path);
+        let f = GgufFile::open(&path).unwrap();
+        let m = Model::load(&f).unwrap();
+        let toks: Vec<u32> = (0..37).map(|i| (i * 7 + 3) % 40).collect();
+        let mut batched = Session::new(&m, 64, 16).unwrap();
+        let all = batched.eval_all(&toks).unwrap();
+        let mut single = Session::new(&m, 64, 1).unwrap();
+        for (i, &t) in toks.iter().enumerate() {
+            let l = single.eval(&[t]).unwrap();
+            // as in llama.cpp, one-token steps sum the attention products in another order than
+            // batches (`ggml_vec_dot_f16` instead of tinyBLAS): close, not always identical bits
+            let want = &all[i * 40..(i + 1) * 40];
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (a, b) in l.iter().zip(want) {
+                assert!((a - b).abs() <= 1e-3 * scale, "position {i}: {a} vs {b}");
             }
         }
     }

@@ -31,9 +31,11 @@ use std::sync::OnceLock;
 
 pub use slmpack_gguf::GgmlType;
 
+pub mod act;
 #[cfg(target_arch = "aarch64")]
 pub mod arm;
 pub mod scalar;
+pub mod vec;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -281,9 +283,11 @@ pub fn quantize_act(act: GgmlType, x: &[f32], dst: &mut [u8]) {
                 d.copy_from_slice(&slmpack_quant::fp32_to_bf16(v).to_bits().to_le_bytes());
             }
         }
-        GgmlType::Q8_0 | GgmlType::Q8_1 | GgmlType::Q8_K => {
-            slmpack_quant::quantize_row(act, x, dst).expect("sizes checked above")
-        }
+        // as ggml-cpu does at run time, which is not the reference rounding (see `act`)
+        GgmlType::Q8_0 => act::quantize_row_q8_0(x, dst, act::Rounding::NATIVE),
+        GgmlType::Q8_1 => act::quantize_row_q8_1(x, dst, act::Rounding::NATIVE),
+        // ggml-cpu uses the reference code for Q8_K on every architecture
+        GgmlType::Q8_K => slmpack_quant::quantize_row(act, x, dst).expect("sizes checked above"),
         other => panic!("`{other}` is not an activation type"),
     }
 }

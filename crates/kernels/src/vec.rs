@@ -1,0 +1,425 @@
+//! Attention and activation helpers that reproduce ggml-cpu's arithmetic bit for bit.
+//!
+//! * [`expf`]: ggml's vectorised `ggml_v_expf` (the Arm optimized-routines polynomial, "max error
+//!   1.45 + 0.5 ulp"), which ggml-cpu uses on AVX2 and NEON for softmax and SiLU instead of libm's
+//!   `expf`; [`silu`] is `ggml_v_silu`, `x / (1 + expf(-x))` with it.
+//! * [`softmax`]: `ggml_vec_soft_max_f32` + the scaling in `ggml_compute_forward_soft_max_f32`:
+//!   exponentials by groups of 8, each group summed in f32 in the AVX2 `hsum` order and the group
+//!   sums added in f64.
+//! * [`dot_f16`]: the dot product llama.cpp's F16 attention products use on x86 (the llamafile
+//!   `tinyBLAS` kernel for F16×F16: one 8-lane FMA accumulator, element `i` in lane `i % 8`, then
+//!   the `hsum` above). Inputs whose length is not a multiple of 8 are treated as zero-padded,
+//!   as llama.cpp pads its KV cache.
+//!
+//! Each function has a portable version (plain Rust with `f32::mul_add`, which is exactly what
+//! an FMA instruction computes) and an AVX2+FMA+F16C version on x86_64, chosen at run time by
+//! [`crate::isa`]; both give identical bits (tested in `tests/vec.rs`). aarch64 uses the
+//! portable version (same bits as ggml's NEON code, which uses the same operations).
+
+use crate::Isa;
+
+/// ggml's `ggml_v_expf` for one value.
+#[inline]
+pub fn expf(x: f32) -> f32 {
+    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // 0x1.715476p+0
+    let n = z - r;
+    let b = (-n).mul_add(
+        f32::from_bits(0x35bf_be8e),                  // 0x1.7f7d1cp-20
+        (-n).mul_add(f32::from_bits(0x3f31_7200), x), // 0x1.62e4p-1
+    );
+    let e = z.to_bits() << 23;
+    let k = f32::from_bits(e.wrapping_add(1f32.to_bits()));
+    let c = n.abs() > 126.0;
+    let u = b * b;
+    let j = f32::from_bits(0x3c07_2010) // 0x1.0e4020p-7
+        .mul_add(b, f32::from_bits(0x3d2b_9f17)) // 0x1.573e2ep-5
+        .mul_add(
+            u,
+            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)), // 0x1.555e66p-3, 0x1.fffdb6p-2
+        )
+        .mul_add(u, f32::from_bits(0x3f7f_fff6) * b); // 0x1.ffffecp-1
+    if !c {
+        return j.mul_add(k, k);
+    }
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
+    let s2 = f32::from_bits(e.wrapping_sub(g));
+    if n.abs() > 192.0 {
+        s1 * s1
+    } else {
+        s2.mul_add(j, s2) * s1
+    }
+}
+
+/// `ggml_v_silu` for one value.
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + expf(-x))
+}
+
+/// The AVX2 horizontal sum order (`hsum_float_8`): `((v0+v4)+(v2+v6)) + ((v1+v5)+(v3+v7))`.
+#[inline]
+fn hsum8(v: &[f32; 8]) -> f32 {
+    let t = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+    (t[0] + t[2]) + (t[1] + t[3])
+}
+
+/// `y[i] = silu(gate[i]) * up[i]` (ggml's `ggml_vec_swiglu_f32`), in place in `gate`.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    swiglu_isa(crate::isa(), gate, up)
+}
+
+/// [`swiglu`] on a given instruction set (for tests).
+pub fn swiglu_isa(isa: Isa, gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len());
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        // SAFETY: checked by `usable`.
+        return unsafe { avx2::swiglu(gate, up) };
+    }
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = silu(*g) * u;
+    }
+}
+
+/// In-place `softmax(x * scale)` as ggml computes it; returns the sum of the exponentials.
+pub fn softmax(x: &mut [f32], scale: f32) -> f64 {
+    softmax_isa(crate::isa(), x, scale)
+}
+
+/// [`softmax`] of the first `x.len()` values of a row of `row_len` whose other values are masked
+/// (`-inf`), as ggml computes it: the values past the last full group of 8 of the row use libm's
+/// `expf` and are added to the sum one by one.
+pub fn softmax_row(x: &mut [f32], scale: f32, row_len: usize) -> f64 {
+    let simd = row_len & !7;
+    if simd >= x.len() {
+        return softmax(x, scale);
+    }
+    let mut max = f32::NEG_INFINITY;
+    for v in x.iter_mut() {
+        *v *= scale;
+        max = max.max(*v);
+    }
+    let (head, tail) = x.split_at_mut(simd);
+    #[cfg(target_arch = "x86_64")]
+    let mut sum = if crate::isa() == Isa::Avx2 {
+        // SAFETY: checked by `isa`.
+        unsafe { avx2::exp_sum(head, max) }
+    } else {
+        exp_sum(head, max)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let mut sum = exp_sum(head, max);
+    for v in tail.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+    sum
+}
+
+/// [`softmax`] on a given instruction set (for tests).
+pub fn softmax_isa(isa: Isa, x: &mut [f32], scale: f32) -> f64 {
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    let mut max = f32::NEG_INFINITY;
+    for v in x.iter_mut() {
+        *v *= scale;
+        max = max.max(*v);
+    }
+    #[cfg(target_arch = "x86_64")]
+    let sum = if isa == Isa::Avx2 {
+        // SAFETY: checked by `usable`.
+        unsafe { avx2::exp_sum(x, max) }
+    } else {
+        exp_sum(x, max)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let sum = exp_sum(x, max);
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+    sum
+}
+
+fn exp_sum(x: &mut [f32], max: f32) -> f64 {
+    let mut sum = 0f64;
+    for c in x.chunks_mut(8) {
+        let mut v = [0f32; 8];
+        for (o, i) in v.iter_mut().zip(c.iter_mut()) {
+            *i = expf(*i - max);
+            *o = *i;
+        }
+        sum += hsum8(&v) as f64;
+    }
+    sum
+}
+
+/// f32 to f16 bits (round to nearest even), the conversion ggml applies to attention inputs.
+pub fn to_f16(x: &[f32], out: &mut [u16]) {
+    to_f16_isa(crate::isa(), x, out)
+}
+
+/// [`to_f16`] on a given instruction set (for tests).
+pub fn to_f16_isa(isa: Isa, x: &[f32], out: &mut [u16]) {
+    assert_eq!(x.len(), out.len());
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        // SAFETY: checked by `usable`.
+        return unsafe { avx2::to_f16(x, out) };
+    }
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = half::f16::from_f32(v).to_bits();
+    }
+}
+
+/// Dot product of two f16 vectors (bits) in tinyBLAS order (see the module documentation).
+pub fn dot_f16(a: &[u16], b: &[u16]) -> f32 {
+    dot_f16_isa(crate::isa(), a, b)
+}
+
+/// [`dot_f16`] on a given instruction set (for tests).
+pub fn dot_f16_isa(isa: Isa, a: &[u16], b: &[u16]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        // SAFETY: checked by `usable`.
+        return unsafe { avx2::dot_f16(a, b) };
+    }
+    let mut acc = [0f32; 8];
+    for (ca, cb) in a.chunks(8).zip(b.chunks(8)) {
+        for ((s, &x), &y) in acc.iter_mut().zip(ca).zip(cb) {
+            let (x, y) = (
+                half::f16::from_bits(x).to_f32(),
+                half::f16::from_bits(y).to_f32(),
+            );
+            *s = x.mul_add(y, *s);
+        }
+    }
+    hsum8(&acc)
+}
+
+/// `ggml_vec_dot_f16` over a row of `n` elements of which `a.len()` are given (the rest zero):
+/// four 8-lane FMA accumulators over groups of 32, reduced pairwise then with `hadd`, and the
+/// elements past the last group of 32 added one by one in f64.
+pub fn dot_f16_ggml(a: &[u16], b: &[u16], n: usize) -> f32 {
+    dot_f16_ggml_isa(crate::isa(), a, b, n)
+}
+
+/// [`dot_f16_ggml`] on a given instruction set (for tests).
+pub fn dot_f16_ggml_isa(isa: Isa, a: &[u16], b: &[u16], n: usize) -> f32 {
+    assert_eq!(a.len(), b.len());
+    assert!(n >= a.len());
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        // SAFETY: checked by `isa`.
+        return unsafe { avx2::dot_f16_ggml(a, b, n) };
+    }
+    let np = (n & !31).min(a.len().div_ceil(32) * 32);
+    let f = |h: u16| half::f16::from_bits(h).to_f32();
+    let mut acc = [[0f32; 8]; 4];
+    for i in 0..np.min(a.len()) {
+        let (j, l) = ((i % 32) / 8, i % 8);
+        acc[j][l] = f(a[i]).mul_add(f(b[i]), acc[j][l]);
+    }
+    let mut r = [0f32; 8];
+    for l in 0..8 {
+        r[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    }
+    let t = [r[0] + r[4], r[1] + r[5], r[2] + r[6], r[3] + r[7]];
+    let mut sum = ((t[0] + t[1]) + (t[2] + t[3])) as f64;
+    for i in (n & !31)..a.len() {
+        sum += (f(a[i]) * f(b[i])) as f64;
+    }
+    sum as f32
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn hsum(x: __m256) -> f32 {
+        let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+
+    /// `ggml_v_expf`, AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn expf(x: __m256) -> __m256 {
+        let r = _mm256_set1_ps(f32::from_bits(0x4b40_0000));
+        let z = _mm256_fmadd_ps(x, _mm256_set1_ps(f32::from_bits(0x3fb8_aa3b)), r);
+        let n = _mm256_sub_ps(z, r);
+        let b = _mm256_fnmadd_ps(
+            n,
+            _mm256_set1_ps(f32::from_bits(0x35bf_be8e)),
+            _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x3f31_7200)), x),
+        );
+        let e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+        let k = _mm256_castsi256_ps(_mm256_add_epi32(
+            e,
+            _mm256_castps_si256(_mm256_set1_ps(1.0)),
+        ));
+        let absn = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+        let c = _mm256_cmp_ps(absn, _mm256_set1_ps(126.0), _CMP_GT_OQ);
+        let u = _mm256_mul_ps(b, b);
+        let j = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(
+                _mm256_fmadd_ps(
+                    _mm256_set1_ps(f32::from_bits(0x3c07_2010)),
+                    b,
+                    _mm256_set1_ps(f32::from_bits(0x3d2b_9f17)),
+                ),
+                u,
+                _mm256_fmadd_ps(
+                    _mm256_set1_ps(f32::from_bits(0x3e2a_af33)),
+                    b,
+                    _mm256_set1_ps(f32::from_bits(0x3eff_fedb)),
+                ),
+            ),
+            u,
+            _mm256_mul_ps(_mm256_set1_ps(f32::from_bits(0x3f7f_fff6)), b),
+        );
+        if _mm256_movemask_ps(c) == 0 {
+            return _mm256_fmadd_ps(j, k, k);
+        }
+        let g = _mm256_and_si256(
+            _mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+            _mm256_set1_epi32(0x8200_0000u32 as i32),
+        );
+        let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+        let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+        let d = _mm256_cmp_ps(absn, _mm256_set1_ps(192.0), _CMP_GT_OQ);
+        _mm256_or_ps(
+            _mm256_and_ps(d, _mm256_mul_ps(s1, s1)),
+            _mm256_andnot_ps(
+                d,
+                _mm256_or_ps(
+                    _mm256_and_ps(c, _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                    _mm256_andnot_ps(c, _mm256_fmadd_ps(k, j, k)),
+                ),
+            ),
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+        let n = gate.len();
+        let mut i = 0;
+        while i + 8 <= n {
+            let x = _mm256_loadu_ps(gate.as_ptr().add(i));
+            let e = expf(_mm256_sub_ps(_mm256_setzero_ps(), x));
+            let s = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e));
+            let y = _mm256_mul_ps(s, _mm256_loadu_ps(up.as_ptr().add(i)));
+            _mm256_storeu_ps(gate.as_mut_ptr().add(i), y);
+            i += 8;
+        }
+        for k in i..n {
+            gate[k] = super::silu(gate[k]) * up[k];
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn exp_sum(x: &mut [f32], max: f32) -> f64 {
+        let n = x.len();
+        let vmax = _mm256_set1_ps(max);
+        let mut sum = 0f64;
+        let mut i = 0;
+        while i + 8 <= n {
+            let v = expf(_mm256_sub_ps(_mm256_loadu_ps(x.as_ptr().add(i)), vmax));
+            _mm256_storeu_ps(x.as_mut_ptr().add(i), v);
+            sum += hsum(v) as f64;
+            i += 8;
+        }
+        if i < n {
+            sum += super::exp_sum(&mut x[i..], max);
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn to_f16(x: &[f32], out: &mut [u16]) {
+        let n = x.len();
+        let mut i = 0;
+        while i + 8 <= n {
+            let h =
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(x.as_ptr().add(i)));
+            _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), h);
+            i += 8;
+        }
+        for k in i..n {
+            out[k] = half::f16::from_f32(x[k]).to_bits();
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16_ggml(a: &[u16], b: &[u16], n: usize) -> f32 {
+        let len = a.len();
+        let np = n & !31;
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        let ld = |p: &[u16], i: usize| -> __m256 {
+            if i + 8 <= p.len() {
+                _mm256_cvtph_ps(_mm_loadu_si128(p.as_ptr().add(i).cast()))
+            } else {
+                let mut t = [0u16; 8];
+                if i < p.len() {
+                    t[..p.len() - i].copy_from_slice(&p[i..]);
+                }
+                _mm256_cvtph_ps(_mm_loadu_si128(t.as_ptr().cast()))
+            }
+        };
+        while i < np && i < len {
+            for (j, s) in acc.iter_mut().enumerate() {
+                *s = _mm256_fmadd_ps(ld(a, i + 8 * j), ld(b, i + 8 * j), *s);
+            }
+            i += 32;
+        }
+        let x0 = _mm256_add_ps(acc[0], acc[2]);
+        let x1 = _mm256_add_ps(acc[1], acc[3]);
+        let x0 = _mm256_add_ps(x0, x1);
+        let t0 = _mm_add_ps(_mm256_castps256_ps128(x0), _mm256_extractf128_ps(x0, 1));
+        let t1 = _mm_hadd_ps(t0, t0);
+        let mut sum = _mm_cvtss_f32(_mm_hadd_ps(t1, t1)) as f64;
+        for k in np..len {
+            let x = half::f16::from_bits(a[k]).to_f32();
+            let y = half::f16::from_bits(b[k]).to_f32();
+            sum += (x * y) as f64;
+        }
+        sum as f32
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(a: &[u16], b: &[u16]) -> f32 {
+        let n = a.len();
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            let x = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i).cast()));
+            let y = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i).cast()));
+            acc = _mm256_fmadd_ps(x, y, acc);
+            i += 8;
+        }
+        if i < n {
+            let (mut ta, mut tb) = ([0u16; 8], [0u16; 8]);
+            ta[..n - i].copy_from_slice(&a[i..]);
+            tb[..n - i].copy_from_slice(&b[i..]);
+            let x = _mm256_cvtph_ps(_mm_loadu_si128(ta.as_ptr().cast()));
+            let y = _mm256_cvtph_ps(_mm_loadu_si128(tb.as_ptr().cast()));
+            acc = _mm256_fmadd_ps(x, y, acc);
+        }
+        hsum(acc)
+    }
+}

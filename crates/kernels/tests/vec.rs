@@ -1,0 +1,164 @@
+//! `slmpack_kernels::vec`: the SIMD versions give the same bits as the portable ones, and the
+//! portable ones compute what they claim.
+
+use slmpack_kernels::{available_isas, vec, Isa};
+
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
+        })
+        .collect()
+}
+
+#[test]
+fn expf_is_within_two_ulp_of_libm_and_handles_the_ends() {
+    for x in values(20000, 1, 87.0) {
+        let (a, b) = (vec::expf(x), x.exp());
+        let ulp = (a.to_bits() as i64 - b.to_bits() as i64).abs();
+        assert!(ulp <= 2, "expf({x}) = {a}, libm {b}");
+    }
+    assert_eq!(vec::expf(0.0), 1.0);
+    assert_eq!(vec::expf(f32::NEG_INFINITY), 0.0);
+    assert_eq!(vec::expf(-200.0), 0.0);
+    assert_eq!(vec::expf(100.0), f32::INFINITY);
+    assert!(vec::expf(f32::NAN).is_nan());
+    // the scaled path (|n| > 126) stays close to libm
+    for x in [-100.0f32, -90.0, 88.5, -87.9] {
+        let (a, b) = (vec::expf(x), x.exp());
+        assert!(
+            (a - b).abs() <= b * 1e-6 || (a == 0.0 && b < 1e-38),
+            "{x}: {a} vs {b}"
+        );
+    }
+    assert!((vec::silu(2.0) - 2.0 / (1.0 + (-2f32).exp())).abs() < 1e-6);
+}
+
+#[test]
+fn simd_versions_give_identical_bits() {
+    for isa in available_isas() {
+        for n in [1usize, 5, 8, 13, 64, 100, 1537] {
+            let a = values(n, n as u64, 3.0);
+            let b = values(n, 7 + n as u64, 3.0);
+            let (mut ha, mut hb) = (vec![0u16; n], vec![0u16; n]);
+            vec::to_f16_isa(isa, &a, &mut ha);
+            vec::to_f16_isa(isa, &b, &mut hb);
+            let (mut ra, mut rb) = (vec![0u16; n], vec![0u16; n]);
+            vec::to_f16_isa(Isa::Scalar, &a, &mut ra);
+            vec::to_f16_isa(Isa::Scalar, &b, &mut rb);
+            assert_eq!(ha, ra, "{isa} to_f16 n={n}");
+            let d = vec::dot_f16_isa(isa, &ha, &hb);
+            assert_eq!(
+                d.to_bits(),
+                vec::dot_f16_isa(Isa::Scalar, &ha, &hb).to_bits(),
+                "{isa} n={n}"
+            );
+            let exact: f64 = ha
+                .iter()
+                .zip(&hb)
+                .map(|(&x, &y)| half::f16::from_bits(x).to_f64() * half::f16::from_bits(y).to_f64())
+                .sum();
+            assert!(
+                (d as f64 - exact).abs() <= 1e-5 * (1.0 + exact.abs()),
+                "{d} vs {exact}"
+            );
+
+            let mut s1 = values(n, 3 * n as u64, 20.0);
+            let mut s2 = s1.clone();
+            let sum1 = vec::softmax_isa(isa, &mut s1, 0.125);
+            let sum2 = vec::softmax_isa(Isa::Scalar, &mut s2, 0.125);
+            assert_eq!(sum1.to_bits(), sum2.to_bits());
+            assert_eq!(s1, s2, "{isa} softmax n={n}");
+            assert!((s1.iter().map(|&v| v as f64).sum::<f64>() - 1.0).abs() < 1e-5);
+
+            let up = values(n, 11 * n as u64, 2.0);
+            let mut g1 = values(n, 13 * n as u64, 12.0);
+            let mut g2 = g1.clone();
+            let want: Vec<f32> = g1
+                .iter()
+                .zip(&up)
+                .map(|(&g, &u)| vec::silu(g) * u)
+                .collect();
+            vec::swiglu_isa(isa, &mut g1, &up);
+            vec::swiglu_isa(Isa::Scalar, &mut g2, &up);
+            assert_eq!(g1, g2, "{isa} swiglu n={n}");
+            assert_eq!(g2, want);
+        }
+    }
+}
+
+#[test]
+fn softmax_masks_and_scales() {
+    let mut x = [1.0f32, 2.0, f32::NEG_INFINITY, 3.0];
+    vec::softmax_isa(Isa::Scalar, &mut x, 2.0);
+    assert_eq!(x[2], 0.0);
+    let e = [(-4f64).exp(), (-2f64).exp(), 1.0];
+    let s: f64 = e.iter().sum();
+    assert!((x[0] as f64 - e[0] / s).abs() < 1e-6 && (x[3] as f64 - 1.0 / s).abs() < 1e-6);
+}
+
+#[test]
+fn ggml_order_dot_and_masked_softmax_rows() {
+    for isa in available_isas() {
+        for (len, n) in [
+            (1usize, 1usize),
+            (5, 13),
+            (13, 13),
+            (31, 40),
+            (64, 64),
+            (70, 95),
+            (100, 129),
+        ] {
+            let a = values(len, len as u64, 2.0);
+            let b = values(len, 5 + len as u64, 2.0);
+            let (mut ha, mut hb) = (vec![0u16; len], vec![0u16; len]);
+            vec::to_f16_isa(Isa::Scalar, &a, &mut ha);
+            vec::to_f16_isa(Isa::Scalar, &b, &mut hb);
+            let d = vec::dot_f16_ggml_isa(isa, &ha, &hb, n);
+            let r = vec::dot_f16_ggml_isa(Isa::Scalar, &ha, &hb, n);
+            assert_eq!(d.to_bits(), r.to_bits(), "{isa} len={len} n={n}");
+            let exact: f64 = ha
+                .iter()
+                .zip(&hb)
+                .map(|(&x, &y)| half::f16::from_bits(x).to_f64() * half::f16::from_bits(y).to_f64())
+                .sum();
+            assert!(
+                (d as f64 - exact).abs() <= 1e-5 * (1.0 + exact.abs()),
+                "{d} vs {exact}"
+            );
+        }
+    }
+    // a row of 13 with 10 visible values: 8 through ggml's exp, 2 through libm's
+    let x = values(10, 99, 5.0);
+    let mut got = x.clone();
+    vec::softmax_row(&mut got, 0.5, 13);
+    let m = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * 0.5));
+    let e: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if i < 8 {
+                vec::expf(v * 0.5 - m)
+            } else {
+                (v * 0.5 - m).exp()
+            }
+        })
+        .collect();
+    let s = e[..8].iter().map(|&v| v as f64).sum::<f64>()
+        + e[8..].iter().map(|&v| v as f64).sum::<f64>();
+    for (g, w) in got.iter().zip(&e) {
+        assert!((*g as f64 - *w as f64 / s).abs() < 1e-6);
+    }
+    // a row whose length is a multiple of 8 is the plain softmax
+    let mut a = x.clone();
+    let mut b = x.clone();
+    vec::softmax_row(&mut a, 0.5, 16);
+    vec::softmax(&mut b, 0.5);
+    assert_eq!(a, b);
+}
