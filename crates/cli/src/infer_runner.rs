@@ -73,6 +73,9 @@ impl ModelHandle for Handle<'_, '_, '_> {
     fn reset(&mut self) {
         self.session.reset();
     }
+    fn truncate(&mut self, n: usize) -> bool {
+        self.session.truncate(n).is_ok()
+    }
     fn eval(&mut self, tokens: &[u32]) -> Result<&[f32], RunnerError> {
         self.session.eval(tokens).map_err(boxed)
     }

@@ -498,23 +498,17 @@ pub unsafe fn vec_dot_q6_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
 }
 
 /// Q8_0 (`q81 == false`) or Q8_1 activations of one row with AVX2, bit for bit what
-/// `slmpack_quant::quantize_row` writes (ggml's reference: `d = amax / 127`, `q = roundf(x / d)`
-/// through `id = 1 / d`, halves away from zero; Q8_1's `s = d * sum(q)`). A block with a
-/// non-finite value goes through the reference.
+/// [`crate::act`] writes with [`crate::act::Rounding::X86`], which is what ggml-cpu's AVX2
+/// `quantize_row_q8_0`/`quantize_row_q8_1` do: `d = amax / 127`, `q = round(x * (127 / amax))`
+/// with halves to even (`_mm256_round_ps`), Q8_1's `s = d * sum(q)`. A block with a non-finite
+/// value goes through the scalar code.
 ///
 /// # Safety
 /// `x.len()` a multiple of 32 and `dst.len() == row_bytes(Q8_0 or Q8_1, x.len())`; needs AVX2.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_row_q8(x: &[f32], dst: &mut [u8], q81: bool) {
-    let (bs, off, ty) = if q81 {
-        (Q8_1, 4, GgmlType::Q8_1)
-    } else {
-        (Q8_0, 2, GgmlType::Q8_0)
-    };
+    let (bs, off) = if q81 { (Q8_1, 4) } else { (Q8_0, 2) };
     let sign = _mm256_set1_ps(-0.0);
-    let half = _mm256_set1_ps(0.5);
-    let mhalf = _mm256_set1_ps(-0.5);
-    let one = _mm256_set1_ps(1.0);
     let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (xb, yb) in x.chunks_exact(32).zip(dst.chunks_exact_mut(bs)) {
         let p = xb.as_ptr();
@@ -531,20 +525,22 @@ pub unsafe fn quantize_row_q8(x: &[f32], dst: &mut [u8], q81: bool) {
         let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
         let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
         let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-        if !amax.is_finite() {
-            slmpack_quant::quantize_row(ty, xb, yb).expect("one block");
+        if !amax.is_finite() || xb.iter().any(|v| !v.is_finite()) {
+            let r = crate::act::Rounding::X86;
+            if q81 {
+                crate::act::quantize_row_q8_1(xb, yb, r);
+            } else {
+                crate::act::quantize_row_q8_0(xb, yb, r);
+            }
             continue;
         }
         let d = amax / 127.0;
-        let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+        let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
         let mut q = [_mm256_setzero_si256(); 4];
         for (qk, &vk) in q.iter_mut().zip(&v) {
             let s = _mm256_mul_ps(vk, id);
-            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(s);
-            let frac = _mm256_sub_ps(s, t);
-            let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, half), one);
-            let down = _mm256_and_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(frac, mhalf), one);
-            *qk = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(t, up), down));
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(s);
+            *qk = _mm256_cvtps_epi32(r);
         }
         let q16a = _mm256_packs_epi32(q[0], q[1]);
         let q16b = _mm256_packs_epi32(q[2], q[3]);
