@@ -57,28 +57,6 @@ pub fn rope_norm(head: &mut [f32], cache: &[f32]) {
     }
 }
 
-/// In-place softmax; returns the sum of the exponentials before normalizing (as f64).
-pub fn softmax(x: &mut [f32]) -> f64 {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f64;
-    for v in x.iter_mut() {
-        let e = (*v - max).exp();
-        *v = e;
-        sum += e as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
-    sum
-}
-
-/// SiLU (`x * sigmoid(x)`), ggml's `ggml_silu_f32`.
-#[inline]
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
 /// f32 dot product with eight independent accumulators (lets the compiler vectorize).
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
@@ -102,6 +80,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use slmpack_kernels::vec::{silu, softmax};
 
     #[test]
     fn rms_norm_matches_definition() {
@@ -178,8 +157,9 @@ mod tests {
     fn softmax_sums_to_one_and_is_shift_invariant() {
         let mut a = [1.0f32, 2.0, 3.0, -1000.0];
         let mut b = [1001.0f32, 1002.0, 1003.0, 0.0];
-        softmax(&mut a);
-        softmax(&mut b);
+        // the runtime's softmax and SiLU are ggml's, in `slmpack_kernels::vec`
+        softmax(&mut a, 1.0);
+        softmax(&mut b, 1.0);
         assert!((a.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-6);
