@@ -7,26 +7,9 @@ slmpack's prefill CPU time is (run with the prompt, 1 token) minus (run with a 1
 1 token), its decode CPU time is (prompt, 129 tokens) minus (prompt, 1 token), each the best of 3
 child-process CPU times; llama.cpp's are process CPU times around `eval`, best of 3.
 Prints a Markdown table row per model (tokens per CPU-second)."""
-import json, resource, subprocess, sys, time
-import llama_cpp
-import numpy as np
+import resource, subprocess, sys, time
 
-PROMPT = ("The history of computing is a story of machines that count, sort and remember. " * 40)
-
-def llama(model):
-    llm = llama_cpp.Llama(model_path=model, n_ctx=1024, n_threads=1, n_threads_batch=1,
-                          n_batch=512, verbose=False)
-    toks = llm.tokenize(PROMPT.encode(), add_bos=False)[:512]
-    pp = tg = float("inf")
-    for _ in range(3):
-        llm.reset()
-        t0 = time.process_time(); llm.eval(toks); t1 = time.process_time()
-        for _ in range(128):
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
-            llm.eval([int(logits.argmax())])
-        t2 = time.process_time()
-        pp = min(pp, t1 - t0); tg = min(tg, t2 - t1)
-    return llm.detokenize(toks).decode(), len(toks), len(toks) / pp, 128 / tg
+from llama_timing import N_GEN, llama_speed
 
 def child_cpu(cmd):
     best = float("inf")
@@ -41,13 +24,13 @@ def slm(bin_, model, prompt, n):
     run = lambda p, k: child_cpu([bin_, "run", model, "-p", p, "-n", str(k), "--threads", "1", "--json"])
     base = run("Hi", 1)
     pre = run(prompt, 1)
-    full = run(prompt, 129)
-    return n / max(pre - base, 1e-9), 128 / max(full - pre, 1e-9)
+    full = run(prompt, N_GEN + 1)
+    return n / max(pre - base, 1e-9), N_GEN / max(full - pre, 1e-9)
 
 bin_ = sys.argv[1]
 print("| model | prompt tokens | slmpack pp t/cpu-s | llama.cpp pp t/cpu-s | pp ratio | slmpack tg t/cpu-s | llama.cpp tg t/cpu-s | tg ratio |")
 print("|---|---|---|---|---|---|---|---|")
 for m in sys.argv[2:]:
-    text, n, lpp, ltg = llama(m)
+    text, n, lpp, ltg = llama_speed(m, 1, time.process_time)
     spp, stg = slm(bin_, m, text, n)
     print(f"| {m.split('/')[-1]} | {n} | {spp:.1f} | {lpp:.1f} | {spp/lpp:.2f} | {stg:.1f} | {ltg:.1f} | {stg/ltg:.2f} |", flush=True)

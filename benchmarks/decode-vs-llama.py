@@ -6,32 +6,15 @@ The repetitive prompt keeps greedy decoding away from EOS on both sides.
 Then the memory-bandwidth bound of decode: each generated token reads every weight once, so decode
 cannot beat (copy bandwidth) / (weight bytes); the copy bandwidth is measured here with a 256 MiB
 numpy copy (bytes read + written per second, best of 5)."""
-import json, os, subprocess, sys, time
-import llama_cpp
+import json, subprocess, sys, time
 import numpy as np
 
-PROMPT = ("The history of computing is a story of machines that count, sort and remember. " * 40)
-
-def llama(model, threads):
-    llm = llama_cpp.Llama(model_path=model, n_ctx=1024, n_threads=threads, n_threads_batch=threads,
-                          n_batch=512, verbose=False)
-    toks = llm.tokenize(PROMPT.encode(), add_bos=False)[:512]
-    best_pp = best_tg = 0.0
-    for _ in range(3):
-        llm.reset()
-        t0 = time.perf_counter(); llm.eval(toks); t1 = time.perf_counter()
-        for _ in range(128):
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
-            tok = int(logits.argmax())
-            llm.eval([tok])
-        t2 = time.perf_counter()
-        best_pp = max(best_pp, len(toks) / (t1 - t0)); best_tg = max(best_tg, 128 / (t2 - t1))
-    return llm.detokenize(toks).decode(), len(toks), best_pp, best_tg
+from llama_timing import N_GEN, llama_speed
 
 def slm(bin_, model, threads, prompt):
     best_pp = best_tg = 0.0
     for _ in range(3):
-        out = subprocess.run([bin_, "run", model, "-p", prompt, "-n", "128",
+        out = subprocess.run([bin_, "run", model, "-p", prompt, "-n", str(N_GEN),
                               "--threads", str(threads), "--json"],
                              capture_output=True, text=True, check=True)
         t = json.loads(out.stdout)["timings"]
@@ -43,7 +26,7 @@ print("| model | threads | prompt tokens | slmpack pp t/s | llama.cpp pp t/s | p
 print("|---|---|---|---|---|---|---|---|---|")
 rows = []
 for m in sys.argv[3:]:
-    text, n, lpp, ltg = llama(m, threads)
+    text, n, lpp, ltg = llama_speed(m, threads)
     spp, stg = slm(bin_, m, threads, text)
     rows.append((m, stg))
     print(f"| {m.split('/')[-1]} | {threads} | {n} | {spp:.1f} | {lpp:.1f} | {spp/lpp:.2f} | {stg:.1f} | {ltg:.1f} | {stg/ltg:.2f} |", flush=True)
