@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::error::{InferError, Result};
-use slmpack_kernels::vec::{dot_f16, dot_f16_ggml, softmax_row, swiglu, to_f16};
+use slmpack_kernels::vec::{dots_f16, dots_f16_ggml, softmax_row, swiglu, to_f16};
 
 use crate::matmul::{matmul, SyncOut};
 use crate::model::Model;
@@ -285,27 +285,25 @@ impl<'m, 'a> Session<'m, 'a> {
                         let q = &qh[t * qd + h * hd..t * qd + (h + 1) * hd];
                         let n_kv = pos0 + t + 1;
                         let sc = &mut sc[..n_kv];
-                        for (j, sj) in sc.iter_mut().enumerate() {
-                            let kj = &kc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
-                            *sj = if kq_tiny {
-                                dot_f16(q, kj)
-                            } else {
-                                dot_f16_ggml(q, kj, hd)
-                            };
+                        // key j's head `kvh` starts at j * kvd + kvh * hd
+                        let keys = &kc[kvh * hd..];
+                        if kq_tiny {
+                            dots_f16(q, keys, kvd, sc);
+                        } else {
+                            dots_f16_ggml(q, keys, kvd, hd, sc);
                         }
                         softmax_row(sc, scale, row_len);
                         let p = &mut p[..n_kv];
                         to_f16(sc, p);
-                        for d in 0..hd {
-                            let row = (kvh * hd + d) * n_ctx;
-                            let vr = &vc[row..row + n_kv];
-                            let v = if pv_tiny {
-                                dot_f16(p, vr)
-                            } else {
-                                dot_f16_ggml(p, vr, row_len)
-                            };
-                            // SAFETY: (t, h, d) belongs to this task only; index < n * qd.
-                            unsafe { *out.get().add(t * qd + h * hd + d) = v };
+                        // dimension d of head `kvh` is the V row (kvh * hd + d), n_ctx long
+                        let vs = &vc[kvh * hd * n_ctx..];
+                        let o0 = t * qd + h * hd;
+                        // SAFETY: outputs (t, h, 0..hd) belong to this task only; in bounds
+                        let o = unsafe { std::slice::from_raw_parts_mut(out.get().add(o0), hd) };
+                        if pv_tiny {
+                            dots_f16(p, vs, n_ctx, o);
+                        } else {
+                            dots_f16_ggml(p, vs, n_ctx, row_len, o);
                         }
                     }
                 });

@@ -242,6 +242,69 @@ pub fn dot_f16_ggml_isa(isa: Isa, a: &[u16], b: &[u16], n: usize) -> f32 {
     sum as f32
 }
 
+/// Checks the shape of a batch of dot products against one vector: row `r` of `b` starts at
+/// `r * stride` and holds `len` elements.
+fn check_rows(len: usize, b: &[u16], stride: usize, rows: usize) {
+    if rows > 0 {
+        assert!(
+            (rows - 1) * stride + len <= b.len(),
+            "{rows} rows of {len} with stride {stride} need more than {} elements",
+            b.len()
+        );
+    }
+}
+
+/// `out[r] = dot_f16(a, &b[r * stride..r * stride + a.len()])` for every `r < out.len()`: the
+/// tinyBLAS-order product of one vector with many rows (attention scores and outputs), the same
+/// bits as one call per row.
+///
+/// # Panics
+/// If `b` is too short for `out.len()` rows.
+pub fn dots_f16(a: &[u16], b: &[u16], stride: usize, out: &mut [f32]) {
+    dots_f16_isa(crate::isa(), a, b, stride, out)
+}
+
+/// [`dots_f16`] on a given instruction set (for tests).
+pub fn dots_f16_isa(isa: Isa, a: &[u16], b: &[u16], stride: usize, out: &mut [f32]) {
+    check_rows(a.len(), b, stride, out.len());
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        // SAFETY: checked by `usable`; every row is in bounds (checked above).
+        return unsafe { avx2::dots_f16(a, b, stride, out) };
+    }
+    let len = a.len();
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = dot_f16_isa(isa, a, &b[r * stride..r * stride + len]);
+    }
+}
+
+/// `out[r] = dot_f16_ggml(a, &b[r * stride..r * stride + a.len()], n)` for every
+/// `r < out.len()`: the `ggml_vec_dot_f16` product of one vector with many rows, the same bits as
+/// one call per row.
+///
+/// # Panics
+/// If `b` is too short for `out.len()` rows, or `n < a.len()`.
+pub fn dots_f16_ggml(a: &[u16], b: &[u16], stride: usize, n: usize, out: &mut [f32]) {
+    dots_f16_ggml_isa(crate::isa(), a, b, stride, n, out)
+}
+
+/// [`dots_f16_ggml`] on a given instruction set (for tests).
+pub fn dots_f16_ggml_isa(isa: Isa, a: &[u16], b: &[u16], stride: usize, n: usize, out: &mut [f32]) {
+    check_rows(a.len(), b, stride, out.len());
+    assert!(n >= a.len());
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        // SAFETY: checked by `usable`; every row is in bounds (checked above).
+        return unsafe { avx2::dots_f16_ggml(a, b, stride, n, out) };
+    }
+    let len = a.len();
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = dot_f16_ggml_isa(isa, a, &b[r * stride..r * stride + len], n);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -364,41 +427,190 @@ mod avx2 {
         }
     }
 
+    /// One row of [`super::dots_f16_ggml`].
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_f16_ggml(a: &[u16], b: &[u16], n: usize) -> f32 {
+    unsafe fn dots_f16_ggml_one(a: &[u16], b: &[u16], n: usize, out: &mut [f32; 1]) {
         let len = a.len();
         let np = n & !31;
-        let mut acc = [_mm256_setzero_ps(); 4];
+        let ends = np.min(len.div_ceil(32) * 32);
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let z = _mm256_setzero_ps();
+        let (mut x0, mut x1, mut x2, mut x3) = (z, z, z, z);
         let mut i = 0;
-        let ld = |p: &[u16], i: usize| -> __m256 {
-            if i + 8 <= p.len() {
-                _mm256_cvtph_ps(_mm_loadu_si128(p.as_ptr().add(i).cast()))
-            } else {
-                let mut t = [0u16; 8];
-                if i < p.len() {
-                    t[..p.len() - i].copy_from_slice(&p[i..]);
-                }
-                _mm256_cvtph_ps(_mm_loadu_si128(t.as_ptr().cast()))
-            }
-        };
-        while i < np && i < len {
-            for (j, s) in acc.iter_mut().enumerate() {
-                *s = _mm256_fmadd_ps(ld(a, i + 8 * j), ld(b, i + 8 * j), *s);
-            }
+        while i < ends {
+            x0 = _mm256_fmadd_ps(ld8(pa, i, len), ld8(pb, i, len), x0);
+            x1 = _mm256_fmadd_ps(ld8(pa, i + 8, len), ld8(pb, i + 8, len), x1);
+            x2 = _mm256_fmadd_ps(ld8(pa, i + 16, len), ld8(pb, i + 16, len), x2);
+            x3 = _mm256_fmadd_ps(ld8(pa, i + 24, len), ld8(pb, i + 24, len), x3);
             i += 32;
         }
-        let x0 = _mm256_add_ps(acc[0], acc[2]);
-        let x1 = _mm256_add_ps(acc[1], acc[3]);
-        let x0 = _mm256_add_ps(x0, x1);
+        let mut s = reduce4(x0, x1, x2, x3) as f64;
+        if np < len {
+            let mut t = [0f32; 32];
+            tail_products(pa, pb, np, len, &mut t);
+            for &v in &t[..len - np] {
+                s += v as f64;
+            }
+        }
+        out[0] = s as f32;
+    }
+
+    /// Eight f16 values from `p[i..]` as f32, zero past `len`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn ld8(p: *const u16, i: usize, len: usize) -> __m256 {
+        if i + 8 <= len {
+            _mm256_cvtph_ps(_mm_loadu_si128(p.add(i).cast()))
+        } else {
+            let mut t = [0u16; 8];
+            if i < len {
+                std::ptr::copy_nonoverlapping(p.add(i), t.as_mut_ptr(), len - i);
+            }
+            _mm256_cvtph_ps(_mm_loadu_si128(t.as_ptr().cast()))
+        }
+    }
+
+    /// ggml's reduction of its four `ggml_vec_dot_f16` accumulators.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn reduce4(a0: __m256, a1: __m256, a2: __m256, a3: __m256) -> f32 {
+        let x0 = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
         let t0 = _mm_add_ps(_mm256_castps256_ps128(x0), _mm256_extractf128_ps(x0, 1));
         let t1 = _mm_hadd_ps(t0, t0);
-        let mut sum = _mm_cvtss_f32(_mm_hadd_ps(t1, t1)) as f64;
-        for k in np..len {
-            let x = half::f16::from_bits(a[k]).to_f32();
-            let y = half::f16::from_bits(b[k]).to_f32();
-            sum += (x * y) as f64;
+        _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
+    }
+
+    /// The f32 products `a[i] * b[i]` for `i` in `from..len` (exact: f16 times f16 fits f32),
+    /// in `out[..len - from]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tail_products(
+        a: *const u16,
+        b: *const u16,
+        from: usize,
+        len: usize,
+        out: &mut [f32; 32],
+    ) {
+        let mut i = from;
+        let mut k = 0;
+        while i < len {
+            let p = _mm256_mul_ps(ld8(a, i, len), ld8(b, i, len));
+            _mm256_storeu_ps(out.as_mut_ptr().add(k), p);
+            i += 8;
+            k += 8;
         }
-        sum as f32
+    }
+
+    /// Two rows of [`super::dots_f16_ggml`] at a time, each in ggml's order.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dots_f16_ggml(a: &[u16], b: &[u16], stride: usize, n: usize, out: &mut [f32]) {
+        let len = a.len();
+        let np = n & !31;
+        // groups of 32 wholly inside `a`, then the group `a` ends in (zero-padded) if ggml
+        // still counts it as a group
+        let full = np.min(len) & !31;
+        let ends = np.min(len.div_ceil(32) * 32);
+        let pa = a.as_ptr();
+        let mut r = 0;
+        while r + 2 <= out.len() {
+            let (p0, p1) = (b.as_ptr().add(r * stride), b.as_ptr().add((r + 1) * stride));
+            let z = _mm256_setzero_ps();
+            let (mut x0, mut x1, mut x2, mut x3) = (z, z, z, z);
+            let (mut y0, mut y1, mut y2, mut y3) = (z, z, z, z);
+            let mut i = 0;
+            while i < full {
+                let q0 = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i).cast()));
+                let q1 = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i + 8).cast()));
+                let q2 = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i + 16).cast()));
+                let q3 = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i + 24).cast()));
+                let c = |p: *const u16, k: usize| _mm256_cvtph_ps(_mm_loadu_si128(p.add(k).cast()));
+                x0 = _mm256_fmadd_ps(q0, c(p0, i), x0);
+                y0 = _mm256_fmadd_ps(q0, c(p1, i), y0);
+                x1 = _mm256_fmadd_ps(q1, c(p0, i + 8), x1);
+                y1 = _mm256_fmadd_ps(q1, c(p1, i + 8), y1);
+                x2 = _mm256_fmadd_ps(q2, c(p0, i + 16), x2);
+                y2 = _mm256_fmadd_ps(q2, c(p1, i + 16), y2);
+                x3 = _mm256_fmadd_ps(q3, c(p0, i + 24), x3);
+                y3 = _mm256_fmadd_ps(q3, c(p1, i + 24), y3);
+                i += 32;
+            }
+            if i < ends {
+                let q0 = ld8(pa, i, len);
+                let q1 = ld8(pa, i + 8, len);
+                let q2 = ld8(pa, i + 16, len);
+                let q3 = ld8(pa, i + 24, len);
+                x0 = _mm256_fmadd_ps(q0, ld8(p0, i, len), x0);
+                y0 = _mm256_fmadd_ps(q0, ld8(p1, i, len), y0);
+                x1 = _mm256_fmadd_ps(q1, ld8(p0, i + 8, len), x1);
+                y1 = _mm256_fmadd_ps(q1, ld8(p1, i + 8, len), y1);
+                x2 = _mm256_fmadd_ps(q2, ld8(p0, i + 16, len), x2);
+                y2 = _mm256_fmadd_ps(q2, ld8(p1, i + 16, len), y2);
+                x3 = _mm256_fmadd_ps(q3, ld8(p0, i + 24, len), x3);
+                y3 = _mm256_fmadd_ps(q3, ld8(p1, i + 24, len), y3);
+            }
+            let mut s0 = reduce4(x0, x1, x2, x3) as f64;
+            let mut s1 = reduce4(y0, y1, y2, y3) as f64;
+            if np < len {
+                // ggml adds the elements past the last group one by one in f64
+                let (mut t0, mut t1) = ([0f32; 32], [0f32; 32]);
+                tail_products(pa, p0, np, len, &mut t0);
+                tail_products(pa, p1, np, len, &mut t1);
+                for k in 0..len - np {
+                    s0 += t0[k] as f64;
+                    s1 += t1[k] as f64;
+                }
+            }
+            out[r] = s0 as f32;
+            out[r + 1] = s1 as f32;
+            r += 2;
+        }
+        if r < out.len() {
+            out[r] = dot_f16_ggml(
+                a,
+                std::slice::from_raw_parts(b.as_ptr().add(r * stride), len),
+                n,
+            );
+        }
+    }
+
+    /// Two rows of [`super::dots_f16`] at a time, each in tinyBLAS order.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dots_f16(a: &[u16], b: &[u16], stride: usize, out: &mut [f32]) {
+        let len = a.len();
+        let pa = a.as_ptr();
+        let mut r = 0;
+        while r + 2 <= out.len() {
+            let (p0, p1) = (b.as_ptr().add(r * stride), b.as_ptr().add((r + 1) * stride));
+            let (mut x, mut y) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut i = 0;
+            while i + 8 <= len {
+                let q = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i).cast()));
+                x = _mm256_fmadd_ps(q, _mm256_cvtph_ps(_mm_loadu_si128(p0.add(i).cast())), x);
+                y = _mm256_fmadd_ps(q, _mm256_cvtph_ps(_mm_loadu_si128(p1.add(i).cast())), y);
+                i += 8;
+            }
+            if i < len {
+                let q = ld8(pa, i, len);
+                x = _mm256_fmadd_ps(q, ld8(p0, i, len), x);
+                y = _mm256_fmadd_ps(q, ld8(p1, i, len), y);
+            }
+            out[r] = hsum(x);
+            out[r + 1] = hsum(y);
+            r += 2;
+        }
+        if r < out.len() {
+            out[r] = dot_f16(
+                a,
+                std::slice::from_raw_parts(b.as_ptr().add(r * stride), len),
+            );
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16_ggml(a: &[u16], b: &[u16], n: usize) -> f32 {
+        let mut out = [0f32; 1];
+        dots_f16_ggml_one(a, b, n, &mut out);
+        out[0]
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]

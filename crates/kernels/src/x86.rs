@@ -14,7 +14,18 @@ pub mod tile;
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rd_f16(p: *const u8) -> f32 {
     let bits = u16::from_le_bytes(p.cast::<[u8; 2]>().read_unaligned());
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    // `vmovd` in asm, not `_mm_cvtsi32_si128`: LLVM folds that (and `_mm_set1_epi16`) into a
+    // `vpinsrw` that merges into whatever vector register it likes, often the caller's
+    // accumulator, a false dependency that chained every block of a dot product to the last
+    let v: __m128i;
+    // SAFETY: `vmovd` only writes `v` (zeroing its upper lanes); no memory, stack or flags.
+    std::arch::asm!(
+        "vmovd {v}, {b:e}",
+        v = lateout(xmm_reg) v,
+        b = in(reg) bits as u32,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    _mm_cvtss_f32(_mm_cvtph_ps(v))
 }
 
 const Q4_0: usize = 18;

@@ -162,3 +162,53 @@ fn ggml_order_dot_and_masked_softmax_rows() {
     vec::softmax(&mut b, 0.5);
     assert_eq!(a, b);
 }
+
+#[test]
+fn batched_dots_match_one_call_per_row() {
+    for isa in available_isas() {
+        for (len, n, rows, stride) in [
+            (64usize, 64usize, 7usize, 192usize),
+            (64, 64, 1, 64),
+            (5, 13, 4, 9),
+            (31, 40, 3, 31),
+            (33, 33, 5, 40),
+            (70, 95, 6, 128),
+            (300, 300, 9, 512),
+            (96, 129, 2, 96),
+        ] {
+            let a = values(len, len as u64, 2.0);
+            let b = values((rows - 1) * stride + len, 11 + rows as u64, 2.0);
+            let (mut ha, mut hb) = (vec![0u16; a.len()], vec![0u16; b.len()]);
+            vec::to_f16_isa(Isa::Scalar, &a, &mut ha);
+            vec::to_f16_isa(Isa::Scalar, &b, &mut hb);
+            let mut got = vec![0f32; rows];
+            let mut tiny = vec![0f32; rows];
+            vec::dots_f16_ggml_isa(isa, &ha, &hb, stride, n, &mut got);
+            vec::dots_f16_isa(isa, &ha, &hb, stride, &mut tiny);
+            for r in 0..rows {
+                let row = &hb[r * stride..r * stride + len];
+                let want = vec::dot_f16_ggml_isa(Isa::Scalar, &ha, row, n);
+                assert_eq!(
+                    got[r].to_bits(),
+                    want.to_bits(),
+                    "{isa} ggml len={len} n={n} row {r}"
+                );
+                let want = vec::dot_f16_isa(Isa::Scalar, &ha, row);
+                assert_eq!(
+                    tiny[r].to_bits(),
+                    want.to_bits(),
+                    "{isa} tinyBLAS len={len} row {r}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "need more than")]
+fn batched_dots_refuse_rows_past_the_end() {
+    let a = vec![0u16; 8];
+    let b = vec![0u16; 20];
+    let mut out = vec![0f32; 3];
+    vec::dots_f16_isa(Isa::Scalar, &a, &b, 8, &mut out);
+}
