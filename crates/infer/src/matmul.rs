@@ -62,6 +62,10 @@ pub fn matmul(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
         "matmul `{}`: output size",
         w.name
     );
+    if let Some(p) = &w.packed {
+        slmpack_kernels::packed::gemm_packed(p, xs, n_tokens, ys);
+        return;
+    }
     if slmpack_kernels::supports(w.ty) {
         let kw = slmpack_kernels::Weights {
             ty: w.ty,

@@ -1,6 +1,7 @@
 //! A llama-family model read from a GGUF: hyperparameters from `llama.*` metadata, weights left
 //! in the memory-mapped file in their GGUF type.
 
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 use slmpack_gguf::{GgmlType, GgufFile, TensorInfo};
@@ -312,6 +313,7 @@ impl<'a> Loader<'a> {
             rows,
             row_bytes,
             data,
+            packed: None,
         })
     }
 
@@ -343,6 +345,42 @@ impl<'a> Loader<'a> {
     }
 }
 
+/// Repacks the matrices the kernels have a faster layout for (`slmpack_kernels::packed`: Q4_0
+/// and Q5_0 on AVX2), once, in parallel. `SLMPACK_REPACK=0` keeps every matrix as it is in the
+/// file (to compare the two paths).
+fn repack<'a>(path: &Path, output: &mut QTensor<'a>, layers: &mut [Layer<'a>]) -> Result<()> {
+    if std::env::var("SLMPACK_REPACK").is_ok_and(|v| v.trim() == "0") {
+        return Ok(());
+    }
+    let mut all: Vec<&mut QTensor<'a>> = vec![output];
+    for l in layers.iter_mut() {
+        all.extend([
+            &mut l.wq,
+            &mut l.wk,
+            &mut l.wv,
+            &mut l.wo,
+            &mut l.w_gate,
+            &mut l.w_up,
+            &mut l.w_down,
+        ]);
+    }
+    let isa = slmpack_kernels::isa();
+    all.into_par_iter()
+        .filter(|t| slmpack_kernels::packed::packs(isa, t.ty, t.rows))
+        .try_for_each(|t| {
+            let w = slmpack_kernels::Weights {
+                ty: t.ty,
+                rows: t.rows,
+                cols: t.cols,
+                data: t.data,
+            };
+            let p = slmpack_kernels::packed::pack(&w)
+                .map_err(|e| tensor_err(path, t.name, e.to_string()))?;
+            t.packed = p.map(std::sync::Arc::new);
+            Ok(())
+        })
+}
+
 impl<'a> Model<'a> {
     /// Check and borrow the weights of a `llama` GGUF.
     pub fn load(f: &'a GgufFile) -> Result<Model<'a>> {
@@ -353,7 +391,7 @@ impl<'a> Model<'a> {
         let output_norm = l.vector("output_norm.weight", c.n_embd)?;
         let (output, tied_output) = match f.tensor("output.weight") {
             Some(t) => (l.matrix_of(t, c.n_embd, c.n_vocab)?, false),
-            None => (tok_embd, true),
+            None => (tok_embd.clone(), true),
         };
         let rope_freqs = l.opt_vector("rope_freqs.weight", c.rope.n_dims / 2)?;
         let mut layers = Vec::with_capacity(c.n_layer);
@@ -375,6 +413,8 @@ impl<'a> Model<'a> {
                 w_down: l.matrix(&n("ffn_down.weight"), c.n_ff, c.n_embd)?,
             });
         }
+        let mut output = output;
+        repack(f.path(), &mut output, &mut layers)?;
         Ok(Model {
             path: f.path().to_owned(),
             config,

@@ -1,10 +1,15 @@
 //! A weight matrix that stays in its GGUF type, borrowed from the memory-mapped file.
 
+use std::sync::Arc;
+
 use slmpack_gguf::GgmlType;
+use slmpack_kernels::packed::Packed;
 
 /// A 2-D weight in ggml layout: `rows` rows of `cols` elements, each row `row_bytes` bytes of
-/// blocks of type `ty`. `data` points into the memory-mapped GGUF (no copy).
-#[derive(Debug, Clone, Copy)]
+/// blocks of type `ty`. `data` points into the memory-mapped GGUF (no copy); `packed` is the
+/// copy in the kernels' 8-row interleaved layout where the model repacked it at load time
+/// (matrix products then use it; row lookups still read `data`).
+#[derive(Debug, Clone)]
 pub struct QTensor<'a> {
     pub name: &'a str,
     pub ty: GgmlType,
@@ -12,6 +17,7 @@ pub struct QTensor<'a> {
     pub rows: usize,
     pub row_bytes: usize,
     pub data: &'a [u8],
+    pub packed: Option<Arc<Packed>>,
 }
 
 impl<'a> QTensor<'a> {

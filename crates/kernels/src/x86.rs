@@ -6,6 +6,7 @@ use std::arch::x86_64::*;
 
 use crate::{k4_scales_mins, rd_f32, rd_u32, DotFn, GgmlType};
 
+pub mod packed;
 pub mod tile;
 
 /// An f16 at `p` (unaligned) to f32 with F16C, inline (the `half` crate's conversion is an

@@ -146,7 +146,6 @@ unsafe fn tile_q0<B: Q0, const M: usize, const N: usize>(
         let mut dx = [_mm256_setzero_ps(); M];
         for i in 0..M {
             let b = w.add(i * ldw + l * B::SIZE);
-            _mm_prefetch::<_MM_HINT_T0>(b.add(M * ldw).cast());
             // the same block of the row `M` rows down (the next tile's): rows are short (a few
             // hundred bytes), so the hardware prefetcher has little time to pick them up
             _mm_prefetch::<_MM_HINT_T0>(b.add(M * ldw).cast());

@@ -1,0 +1,114 @@
+//! AVX2 kernels for the 8-row packed layout of [`crate::packed`].
+
+// the per-token arrays are indexed in step with the token loops
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use super::bytes_from_bits_32;
+use crate::GgmlType;
+
+/// `N` tokens against one packed group of eight rows; Q4_0 if `!Q5`, else Q5_0.
+///
+/// # Safety
+/// `w` points to the group's `nb` group-blocks; token `j`'s Q8_0 row is at `a + j * lda`
+/// (`nb` blocks), its scales at `d + j * ldd` and corrections at `corr + j * ldd` (`nb` each);
+/// `out + j * ldo` has 8 writable floats; the CPU runs AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn group<const Q5: bool, const N: usize>(
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    lda: usize,
+    d: *const f32,
+    corr: *const i32,
+    ldd: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let gb = if Q5 { 176 } else { 144 };
+    let qs_at = if Q5 { 48 } else { 16 };
+    let m4 = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for l in 0..nb {
+        let b = w.add(l * gb);
+        let mut s32 = [_mm256_setzero_si256(); N];
+        let mut s16 = [_mm256_setzero_si256(); N];
+        for s in 0..4 {
+            let v = _mm256_loadu_si256(b.add(qs_at + 32 * s).cast());
+            let mut lo = _mm256_and_si256(v, m4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+            if Q5 {
+                let bit = _mm256_set1_epi8(0x10);
+                let h0 = (b.add(16 + 8 * s) as *const u32).read_unaligned();
+                let h1 = (b.add(20 + 8 * s) as *const u32).read_unaligned();
+                lo = _mm256_or_si256(lo, _mm256_and_si256(bytes_from_bits_32(h0), bit));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(bytes_from_bits_32(h1), bit));
+            }
+            for j in 0..N {
+                let y = a.add(j * lda + l * 34 + 2);
+                let ylo = _mm256_set1_epi32((y.add(4 * s) as *const i32).read_unaligned());
+                let yhi = _mm256_set1_epi32((y.add(16 + 4 * s) as *const i32).read_unaligned());
+                s16[j] = _mm256_add_epi16(
+                    s16[j],
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi)),
+                );
+            }
+            // i16 lanes hold at most 8 products of Q4_0 (8 * 2 * 15 * 127 < 2^15) or 4 of
+            // Q5_0 (4 * 2 * 31 * 127 < 2^15) before they are widened
+            if !Q5 && s == 3 || Q5 && s % 2 == 1 {
+                for j in 0..N {
+                    s32[j] = _mm256_add_epi32(s32[j], _mm256_madd_epi16(s16[j], ones));
+                    s16[j] = _mm256_setzero_si256();
+                }
+            }
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.cast()));
+        for j in 0..N {
+            let dot = _mm256_sub_epi32(s32[j], _mm256_set1_epi32(*corr.add(j * ldd + l)));
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*d.add(j * ldd + l)));
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[j]);
+        }
+    }
+    for j in 0..N {
+        _mm256_storeu_ps(out.add(j * ldo), acc[j]);
+    }
+}
+
+/// [`group`] for `ty` (Q4_0 or Q5_0) and `n` tokens (1 to 4).
+///
+/// # Safety
+/// As [`group`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm(
+    ty: GgmlType,
+    n: usize,
+    nb: usize,
+    w: *const u8,
+    a: *const u8,
+    lda: usize,
+    d: *const f32,
+    corr: *const i32,
+    ldd: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    macro_rules! go {
+        ($q5:literal) => {
+            match n {
+                1 => group::<$q5, 1>(nb, w, a, lda, d, corr, ldd, out, ldo),
+                2 => group::<$q5, 2>(nb, w, a, lda, d, corr, ldd, out, ldo),
+                3 => group::<$q5, 3>(nb, w, a, lda, d, corr, ldd, out, ldo),
+                4 => group::<$q5, 4>(nb, w, a, lda, d, corr, ldd, out, ldo),
+                _ => unreachable!("1 to 4 tokens"),
+            }
+        };
+    }
+    match ty {
+        GgmlType::Q4_0 => go!(false),
+        GgmlType::Q5_0 => go!(true),
+        _ => unreachable!("packed types are Q4_0 and Q5_0"),
+    }
+}

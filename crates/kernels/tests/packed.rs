@@ -1,0 +1,91 @@
+//! The 8-row packed layout: the AVX2 kernel gives exactly the bits of the plain-Rust reference
+//! of its summation order, and agrees with the one-row scalar kernels to rounding.
+
+use slmpack_kernels::packed::{gemm_packed, gemm_packed_reference, pack_for, packs};
+use slmpack_kernels::{gemm_isa, row_bytes, GgmlType, Isa, Weights};
+
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
+        })
+        .collect()
+}
+
+#[test]
+fn packed_kernels_match_their_reference_bit_for_bit_and_the_scalar_kernels_closely() {
+    if !Isa::Avx2.usable() {
+        // the layout is AVX2-only; elsewhere `pack_for` must decline
+        let w = vec![0u8; 8 * row_bytes(GgmlType::Q4_0, 32)];
+        let w = Weights::new(GgmlType::Q4_0, 8, 32, &w).unwrap();
+        assert!(pack_for(Isa::Scalar, &w).unwrap().is_none());
+        return;
+    }
+    for ty in [GgmlType::Q4_0, GgmlType::Q5_0] {
+        for (rows, cols) in [(8usize, 32usize), (16, 64), (24, 576), (64, 1536)] {
+            // extreme blocks too: a row of maxima, a row of zeros
+            let mut wf = values(rows * cols, (rows * cols) as u64, 1.0);
+            wf[..cols].iter_mut().for_each(|v| *v = 3.0);
+            wf[cols..2 * cols].iter_mut().for_each(|v| *v = 0.0);
+            let mut wq = vec![0u8; rows * row_bytes(ty, cols)];
+            slmpack_quant::quantize(ty, &wf, cols, &mut wq).unwrap();
+            let w = Weights::new(ty, rows, cols, &wq).unwrap();
+            let p = pack_for(Isa::Avx2, &w).unwrap().expect("packs");
+            assert_eq!(p.bytes(), wq.len());
+            for n_tokens in [1usize, 2, 3, 4, 5, 9] {
+                let mut xs = values(n_tokens * cols, 7 + n_tokens as u64, 2.0);
+                // a token of saturated activations (every quant at +-127)
+                xs[..cols]
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, v)| *v = if i % 3 == 0 { -5.0 } else { 5.0 });
+                let mut got = vec![0f32; n_tokens * rows];
+                let mut want = vec![0f32; n_tokens * rows];
+                let mut one_row = vec![0f32; n_tokens * rows];
+                gemm_packed(&p, &xs, n_tokens, &mut got);
+                gemm_packed_reference(&w, &xs, n_tokens, &mut want);
+                gemm_isa(Isa::Scalar, &w, &xs, n_tokens, &mut one_row);
+                for i in 0..got.len() {
+                    assert_eq!(
+                        got[i].to_bits(),
+                        want[i].to_bits(),
+                        "{ty} {rows}x{cols} tokens={n_tokens} out {i}: {} vs {}",
+                        got[i],
+                        want[i]
+                    );
+                    let tol = 1e-4 * (1.0 + one_row[i].abs());
+                    assert!(
+                        (got[i] - one_row[i]).abs() <= tol,
+                        "{ty} {rows}x{cols} tokens={n_tokens} out {i}: {} vs one-row {}",
+                        got[i],
+                        one_row[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn only_whole_groups_of_supported_types_are_packed() {
+    assert!(packs(Isa::Avx2, GgmlType::Q4_0, 576));
+    assert!(packs(Isa::Avx2, GgmlType::Q5_0, 8));
+    assert!(!packs(Isa::Avx2, GgmlType::Q4_0, 12));
+    assert!(!packs(Isa::Avx2, GgmlType::Q8_0, 576));
+    assert!(!packs(Isa::Scalar, GgmlType::Q4_0, 576));
+    assert!(!packs(Isa::Neon, GgmlType::Q4_0, 576));
+    // a weight of the wrong size is an error, not a panic
+    let w = Weights {
+        ty: GgmlType::Q4_0,
+        rows: 8,
+        cols: 32,
+        data: &[0u8; 10],
+    };
+    assert!(pack_for(Isa::Avx2, &w).is_err());
+}
