@@ -6,14 +6,20 @@
 //! second, where one element is one floating-point operation (2 * rows * cols * tokens), so
 //! `Gelem/s` reads as GFLOP/s.
 //!
+//! Q4_0 and Q5_0 are also measured in the 8-row packed layout (`avx2-packed`,
+//! `slmpack_kernels::packed`), which is what the runtime uses for them on AVX2. The calling thread
+//! is made part of rayon's pool (as in `slmpack run`, which runs inside its pool), so a product
+//! does not pay for waking a worker; `RAYON_NUM_THREADS` sets the thread count.
+//!
 //! `SLMPACK_BENCH_TYPES=q4_0,q8_0` restricts the weight types (default: all); the 576x49152
 //! gemm runs only with `SLMPACK_BENCH_FULL=1` (seconds per iteration on the scalar path).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use slmpack_kernels::packed::{gemm_packed, pack_for};
 use slmpack_kernels::{
-    available_isas, gemm_isa, gemv_isa, isa_report, GgmlType, Weights, WEIGHT_TYPES,
+    available_isas, gemm_isa, gemv_isa, isa_report, GgmlType, Isa, Weights, WEIGHT_TYPES,
 };
 
 const SHAPES: [(usize, usize); 4] = [(576, 576), (576, 1536), (1536, 576), (576, 49152)];
@@ -47,6 +53,10 @@ fn types() -> Vec<GgmlType> {
 }
 
 fn bench(c: &mut Criterion) {
+    rayon::ThreadPoolBuilder::new()
+        .use_current_thread()
+        .build_global()
+        .expect("the global thread pool is built once, here");
     eprintln!("{}", isa_report());
     let full = std::env::var_os("SLMPACK_BENCH_FULL").is_some();
     for ty in types() {
@@ -71,6 +81,12 @@ fn bench(c: &mut Criterion) {
                     b.iter(|| gemv_isa(isa, &w, black_box(&x), &mut y))
                 });
             }
+            let packed = pack_for(Isa::Avx2, &w).expect("valid weights");
+            if let Some(p) = &packed {
+                g.bench_function(BenchmarkId::new("avx2-packed", &shape), |b| {
+                    b.iter(|| gemm_packed(p, black_box(&x), 1, &mut y))
+                });
+            }
             g.finish();
 
             if rows > 4096 && !full {
@@ -86,6 +102,11 @@ fn bench(c: &mut Criterion) {
             for isa in available_isas() {
                 g.bench_function(BenchmarkId::new(isa.name(), &shape), |b| {
                     b.iter(|| gemm_isa(isa, &w, black_box(&xs), PREFILL_TOKENS, &mut ys))
+                });
+            }
+            if let Some(p) = &packed {
+                g.bench_function(BenchmarkId::new("avx2-packed", &shape), |b| {
+                    b.iter(|| gemm_packed(p, black_box(&xs), PREFILL_TOKENS, &mut ys))
                 });
             }
             g.finish();

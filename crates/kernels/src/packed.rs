@@ -64,10 +64,11 @@ impl Packed {
     }
 }
 
-/// True if [`pack`] repacks `ty` weights of `rows` rows for `isa`: AVX2, Q4_0 or Q5_0, rows in
-/// whole groups of eight.
+/// True if [`pack`] repacks `ty` weights of `rows` rows for `isa`: AVX2 (on a CPU that has it),
+/// Q4_0 or Q5_0, rows in whole groups of eight.
 pub fn packs(isa: Isa, ty: GgmlType, rows: usize) -> bool {
     isa == Isa::Avx2
+        && isa.usable()
         && matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0)
         && rows > 0
         && rows.is_multiple_of(GROUP)

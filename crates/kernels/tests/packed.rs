@@ -74,8 +74,8 @@ fn packed_kernels_match_their_reference_bit_for_bit_and_the_scalar_kernels_close
 
 #[test]
 fn only_whole_groups_of_supported_types_are_packed() {
-    assert!(packs(Isa::Avx2, GgmlType::Q4_0, 576));
-    assert!(packs(Isa::Avx2, GgmlType::Q5_0, 8));
+    assert_eq!(packs(Isa::Avx2, GgmlType::Q4_0, 576), Isa::Avx2.usable());
+    assert_eq!(packs(Isa::Avx2, GgmlType::Q5_0, 8), Isa::Avx2.usable());
     assert!(!packs(Isa::Avx2, GgmlType::Q4_0, 12));
     assert!(!packs(Isa::Avx2, GgmlType::Q8_0, 576));
     assert!(!packs(Isa::Scalar, GgmlType::Q4_0, 576));
@@ -88,4 +88,8 @@ fn only_whole_groups_of_supported_types_are_packed() {
         data: &[0u8; 10],
     };
     assert!(pack_for(Isa::Avx2, &w).is_err());
+    // where the layout does not apply, nothing is packed
+    let z = vec![0u8; 12 * row_bytes(GgmlType::Q4_0, 32)];
+    let w = Weights::new(GgmlType::Q4_0, 12, 32, &z).unwrap();
+    assert!(pack_for(Isa::Avx2, &w).unwrap().is_none());
 }

@@ -109,6 +109,17 @@ impl Q1 for BQ5_1 {
     }
 }
 
+/// `x`, hidden from the optimizer: a splat that LLVM cannot see through, so `dx * dy` stays one
+/// vector multiply instead of the scalar multiply and broadcast it rewrites a product of two
+/// splats into (one instruction more per weight row and token in the innermost loop).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn opaque(mut x: __m256) -> __m256 {
+    // SAFETY: an empty asm block; it only claims to change the register.
+    std::arch::asm!("/* {0} */", inout(ymm_reg) x, options(pure, nomem, nostack, preserves_flags));
+    x
+}
+
 /// Writes the horizontal sums of the accumulators (plus `extra`) to `out[j * ldo + i]`.
 #[inline(always)]
 unsafe fn store<const M: usize, const N: usize>(
@@ -152,7 +163,7 @@ unsafe fn tile_q0<B: Q0, const M: usize, const N: usize>(
             let q = B::q(b);
             ax[i] = _mm256_sign_epi8(q, q);
             sx[i] = q;
-            dx[i] = _mm256_set1_ps(B::d(b));
+            dx[i] = opaque(_mm256_set1_ps(B::d(b)));
         }
         for j in 0..N {
             let y = load(a.add(j * lda + l * Q8_0 + 2));
