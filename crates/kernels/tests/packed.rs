@@ -27,7 +27,7 @@ fn packed_kernels_match_their_reference_bit_for_bit_and_the_scalar_kernels_close
         assert!(pack_for(Isa::Scalar, &w).unwrap().is_none());
         return;
     }
-    for ty in [GgmlType::Q4_0, GgmlType::Q5_0] {
+    for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q5_1] {
         for (rows, cols) in [(8usize, 32usize), (16, 64), (24, 576), (64, 1536)] {
             // extreme blocks too: a row of maxima, a row of zeros
             let mut wf = values(rows * cols, (rows * cols) as u64, 1.0);
@@ -78,6 +78,10 @@ fn only_whole_groups_of_supported_types_are_packed() {
     assert_eq!(packs(Isa::Avx2, GgmlType::Q5_0, 8), Isa::Avx2.usable());
     assert!(!packs(Isa::Avx2, GgmlType::Q4_0, 12));
     assert!(!packs(Isa::Avx2, GgmlType::Q8_0, 576));
+    assert!(!packs(Isa::Avx2, GgmlType::Q4_K, 576));
+    // Q4_1 keeps ggml's order (SmolLM2's reference file stays bit-identical to llama.cpp)
+    assert!(!packs(Isa::Avx2, GgmlType::Q4_1, 576));
+    assert_eq!(packs(Isa::Avx2, GgmlType::Q5_1, 16), Isa::Avx2.usable());
     assert!(!packs(Isa::Scalar, GgmlType::Q4_0, 576));
     assert!(!packs(Isa::Neon, GgmlType::Q4_0, 576));
     // a weight of the wrong size is an error, not a panic

@@ -8,27 +8,34 @@ use std::arch::x86_64::*;
 use super::bytes_from_bits_32;
 use crate::GgmlType;
 
-/// `N` tokens against one packed group of eight rows; Q4_0 if `!Q5`, else Q5_0.
+/// `N` tokens against one packed group of eight rows: Q4_0 (`!Q5`, `!MIN`), Q5_0 (`Q5`) or
+/// Q5_1 (`Q5`, `MIN`).
 ///
 /// # Safety
-/// `w` points to the group's `nb` group-blocks; token `j`'s Q8_0 row is at `a + j * lda`
-/// (`nb` blocks), its scales at `d + j * ldd` and corrections at `corr + j * ldd` (`nb` each);
-/// `out + j * ldo` has 8 writable floats; the CPU runs AVX2, FMA and F16C.
+/// `w` points to the group's `nb` group-blocks; token `j`'s Q8_0 row (Q8_1 if `MIN`) is at
+/// `a + j * lda` (`nb` blocks), its scales at `d + j * ldd`, corrections at `corr + j * ldd` and
+/// Q8_1 sums at `sy + j * ldd` (`nb` each); `out + j * ldo` has 8 writable floats; the CPU runs
+/// AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn group<const Q5: bool, const N: usize>(
+unsafe fn group<const Q5: bool, const MIN: bool, const N: usize>(
     nb: usize,
     w: *const u8,
     a: *const u8,
     lda: usize,
     d: *const f32,
     corr: *const i32,
+    sy: *const f32,
     ldd: usize,
     out: *mut f32,
     ldo: usize,
 ) {
-    let gb = if Q5 { 176 } else { 144 };
-    let qs_at = if Q5 { 48 } else { 16 };
+    let qh_at = if MIN { 32 } else { 16 };
+    let qs_at = if Q5 { qh_at + 32 } else { qh_at };
+    let gb = qs_at + 128;
+    // activation blocks: Q8_1 (d, s, 32 quants) or Q8_0 (d, 32 quants)
+    let (abs, aqs) = if MIN { (36, 4) } else { (34, 2) };
+    let mut summ = [_mm256_setzero_ps(); N];
     let m4 = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); N];
@@ -42,13 +49,13 @@ unsafe fn group<const Q5: bool, const N: usize>(
             let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
             if Q5 {
                 let bit = _mm256_set1_epi8(0x10);
-                let h0 = (b.add(16 + 8 * s) as *const u32).read_unaligned();
-                let h1 = (b.add(20 + 8 * s) as *const u32).read_unaligned();
+                let h0 = (b.add(qh_at + 8 * s) as *const u32).read_unaligned();
+                let h1 = (b.add(qh_at + 4 + 8 * s) as *const u32).read_unaligned();
                 lo = _mm256_or_si256(lo, _mm256_and_si256(bytes_from_bits_32(h0), bit));
                 hi = _mm256_or_si256(hi, _mm256_and_si256(bytes_from_bits_32(h1), bit));
             }
             for j in 0..N {
-                let y = a.add(j * lda + l * 34 + 2);
+                let y = a.add(j * lda + l * abs + aqs);
                 let ylo = _mm256_set1_epi32((y.add(4 * s) as *const i32).read_unaligned());
                 let yhi = _mm256_set1_epi32((y.add(16 + 4 * s) as *const i32).read_unaligned());
                 s16[j] = _mm256_add_epi16(
@@ -67,17 +74,32 @@ unsafe fn group<const Q5: bool, const N: usize>(
         }
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.cast()));
         for j in 0..N {
-            let dot = _mm256_sub_epi32(s32[j], _mm256_set1_epi32(*corr.add(j * ldd + l)));
+            let dot = if MIN {
+                s32[j]
+            } else {
+                _mm256_sub_epi32(s32[j], _mm256_set1_epi32(*corr.add(j * ldd + l)))
+            };
             let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*d.add(j * ldd + l)));
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[j]);
         }
+        if MIN {
+            let mw = _mm256_cvtph_ps(_mm_loadu_si128(b.add(16).cast()));
+            for j in 0..N {
+                summ[j] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*sy.add(j * ldd + l)), summ[j]);
+            }
+        }
     }
     for j in 0..N {
-        _mm256_storeu_ps(out.add(j * ldo), acc[j]);
+        let r = if MIN {
+            _mm256_add_ps(acc[j], summ[j])
+        } else {
+            acc[j]
+        };
+        _mm256_storeu_ps(out.add(j * ldo), r);
     }
 }
 
-/// [`group`] for `ty` (Q4_0 or Q5_0) and `n` tokens (1 to 4).
+/// [`group`] for `ty` (Q4_0, Q5_0 or Q5_1) and `n` tokens (1 to 4).
 ///
 /// # Safety
 /// As [`group`].
@@ -91,24 +113,26 @@ pub unsafe fn gemm(
     lda: usize,
     d: *const f32,
     corr: *const i32,
+    sy: *const f32,
     ldd: usize,
     out: *mut f32,
     ldo: usize,
 ) {
     macro_rules! go {
-        ($q5:literal) => {
+        ($q5:literal, $min:literal) => {
             match n {
-                1 => group::<$q5, 1>(nb, w, a, lda, d, corr, ldd, out, ldo),
-                2 => group::<$q5, 2>(nb, w, a, lda, d, corr, ldd, out, ldo),
-                3 => group::<$q5, 3>(nb, w, a, lda, d, corr, ldd, out, ldo),
-                4 => group::<$q5, 4>(nb, w, a, lda, d, corr, ldd, out, ldo),
+                1 => group::<$q5, $min, 1>(nb, w, a, lda, d, corr, sy, ldd, out, ldo),
+                2 => group::<$q5, $min, 2>(nb, w, a, lda, d, corr, sy, ldd, out, ldo),
+                3 => group::<$q5, $min, 3>(nb, w, a, lda, d, corr, sy, ldd, out, ldo),
+                4 => group::<$q5, $min, 4>(nb, w, a, lda, d, corr, sy, ldd, out, ldo),
                 _ => unreachable!("1 to 4 tokens"),
             }
         };
     }
     match ty {
-        GgmlType::Q4_0 => go!(false),
-        GgmlType::Q5_0 => go!(true),
-        _ => unreachable!("packed types are Q4_0 and Q5_0"),
+        GgmlType::Q4_0 => go!(false, false),
+        GgmlType::Q5_0 => go!(true, false),
+        GgmlType::Q5_1 => go!(true, true),
+        _ => unreachable!("packed types are Q4_0, Q5_0 and Q5_1"),
     }
 }
