@@ -102,8 +102,8 @@ fn model_info(model: &Model, mapped: u64, n_ctx: usize) -> ModelInfo {
         .count()
         * 2
         > mats.len();
-    // K and V, f32, per layer
-    let kv_per_token = (2 * c.n_layer * c.kv_dim() * 4) as u64;
+    // K and V, f16, per layer
+    let kv_per_token = (2 * c.n_layer * c.kv_dim() * 2) as u64;
     ModelInfo {
         n_params: model.n_params(),
         weight_bytes,
@@ -111,9 +111,11 @@ fn model_info(model: &Model, mapped: u64, n_ctx: usize) -> ModelInfo {
         kv_bytes: kv_per_token * n_ctx as u64,
         kv_bytes_per_token: kv_per_token,
         int8_matmul: int8,
-        isa: slmpack_kernels::isa_report()
-            .trim_start_matches("kernels: ")
-            .to_string(),
+        isa: format!(
+            "{}; {} matrices repacked",
+            slmpack_kernels::isa_report().trim_start_matches("kernels: "),
+            model.packed().0
+        ),
     }
 }
 

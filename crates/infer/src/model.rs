@@ -444,6 +444,17 @@ impl<'a> Model<'a> {
         n
     }
 
+    /// How many matrices were repacked at load time, and their bytes (a copy held in memory).
+    pub fn packed(&self) -> (usize, usize) {
+        let mut all = vec![&self.output];
+        for l in &self.layers {
+            all.extend([&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
+        }
+        all.iter()
+            .filter_map(|t| t.packed.as_ref())
+            .fold((0, 0), |(n, b), p| (n + 1, b + p.bytes()))
+    }
+
     /// Weight types and how many matrices use each, e.g. `Q4_1 x210, Q8_0 x1`.
     pub fn weight_types(&self) -> Vec<(GgmlType, usize)> {
         let mut v: Vec<(GgmlType, usize)> = Vec::new();

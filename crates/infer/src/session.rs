@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::error::{InferError, Result};
-use slmpack_kernels::vec::{dots_f16, dots_f16_ggml, softmax_row, swiglu, to_f16};
+use slmpack_kernels::vec::{dots_f16_ggml, gemm_f16_ptr, softmax_row, swiglu, to_f16};
 
 use crate::matmul::{matmul, SyncOut};
 use crate::model::Model;
@@ -20,8 +20,9 @@ pub const DEFAULT_BATCH: usize = 256;
 /// Query tokens per attention task in prefill.
 const ATT_BLOCK: usize = 16;
 
-/// Per-thread attention scratch: scores (f32) and probabilities (f16 bits), sized to the context
-/// on first use, so decoding allocates nothing.
+/// Per-thread attention scratch: scores (f32) and probabilities (f16 bits), one row of the
+/// context per query of a block of `ATT_BLOCK`, sized on first use, so decoding allocates
+/// nothing.
 #[derive(Default)]
 struct AttScratch {
     scores: Vec<f32>,
@@ -280,31 +281,74 @@ impl<'m, 'a> Session<'m, 'a> {
                 let kvh = h / group;
                 ATT.with(|buf| {
                     let mut buf = buf.borrow_mut();
-                    let (sc, p) = buf.get(n_ctx);
-                    for t in b * ATT_BLOCK..((b + 1) * ATT_BLOCK).min(n) {
+                    let (sc_all, p_all) = buf.get(ATT_BLOCK * n_ctx);
+                    let (t0, t1) = (b * ATT_BLOCK, ((b + 1) * ATT_BLOCK).min(n));
+                    // keys (and V columns) up to the last query of this block
+                    let kmax = pos0 + t1;
+                    // key j's head `kvh` starts at j * kvd + kvh * hd
+                    let keys = &kc[kvh * hd..];
+                    // dimension d of head `kvh` is the V row (kvh * hd + d), n_ctx long
+                    let vs = &vc[kvh * hd * n_ctx..];
+                    let isa = slmpack_kernels::isa();
+                    if kq_tiny {
+                        // every query of the block against keys 0..kmax (the later ones are
+                        // masked below), in register tiles; score row t - t0 at (t - t0) * n_ctx
+                        // SAFETY: sc_all holds ATT_BLOCK rows of n_ctx >= kmax.
+                        unsafe {
+                            gemm_f16_ptr(
+                                isa,
+                                &qh[t0 * qd + h * hd..],
+                                qd,
+                                t1 - t0,
+                                keys,
+                                kvd,
+                                kmax,
+                                hd,
+                                sc_all.as_mut_ptr(),
+                                n_ctx,
+                            )
+                        };
+                    }
+                    for t in t0..t1 {
                         let q = &qh[t * qd + h * hd..t * qd + (h + 1) * hd];
                         let n_kv = pos0 + t + 1;
-                        let sc = &mut sc[..n_kv];
-                        // key j's head `kvh` starts at j * kvd + kvh * hd
-                        let keys = &kc[kvh * hd..];
-                        if kq_tiny {
-                            dots_f16(q, keys, kvd, sc);
-                        } else {
+                        let row = (t - t0) * n_ctx;
+                        let sc = &mut sc_all[row..row + n_kv];
+                        if !kq_tiny {
                             dots_f16_ggml(q, keys, kvd, hd, sc);
                         }
                         softmax_row(sc, scale, row_len);
-                        let p = &mut p[..n_kv];
-                        to_f16(sc, p);
-                        // dimension d of head `kvh` is the V row (kvh * hd + d), n_ctx long
-                        let vs = &vc[kvh * hd * n_ctx..];
-                        let o0 = t * qd + h * hd;
-                        // SAFETY: outputs (t, h, 0..hd) belong to this task only; in bounds
-                        let o = unsafe { std::slice::from_raw_parts_mut(out.get().add(o0), hd) };
+                        let p = &mut p_all[row..row + n_ctx];
+                        to_f16(sc, &mut p[..n_kv]);
                         if pv_tiny {
-                            dots_f16(p, vs, n_ctx, o);
+                            // masked probabilities are zero (as llama.cpp's); the tiled P·V
+                            // below runs every row of the block to kmax
+                            p[n_kv..kmax].fill(0);
                         } else {
-                            dots_f16_ggml(p, vs, n_ctx, row_len, o);
+                            let o0 = t * qd + h * hd;
+                            // SAFETY: outputs (t, h, 0..hd) belong to this task only; in bounds
+                            let o =
+                                unsafe { std::slice::from_raw_parts_mut(out.get().add(o0), hd) };
+                            dots_f16_ggml(&p[..n_kv], vs, n_ctx, row_len, o);
                         }
+                    }
+                    if pv_tiny {
+                        // SAFETY: outputs (t, h, 0..hd) for t in t0..t1 belong to this task
+                        // only (other tasks write other heads or other tokens); in bounds.
+                        unsafe {
+                            gemm_f16_ptr(
+                                isa,
+                                p_all,
+                                n_ctx,
+                                t1 - t0,
+                                vs,
+                                n_ctx,
+                                hd,
+                                kmax,
+                                out.get().add(t0 * qd + h * hd),
+                                qd,
+                            )
+                        };
                     }
                 });
             });

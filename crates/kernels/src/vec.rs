@@ -305,6 +305,90 @@ pub fn dots_f16_ggml_isa(isa: Isa, a: &[u16], b: &[u16], stride: usize, n: usize
     }
 }
 
+/// `c[i * ldc + j] = dot_f16(&a[i * lda..][..k], &b[j * ldb..][..k])` for `i < m`, `j < n`: the
+/// tinyBLAS-order products of many rows with many rows (batched attention), the same bits as
+/// one [`dot_f16`] per element, computed in register tiles.
+///
+/// # Panics
+/// If `a`, `b` or `c` is too short for the shape.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f16(
+    a: &[u16],
+    lda: usize,
+    m: usize,
+    b: &[u16],
+    ldb: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    gemm_f16_isa(crate::isa(), a, lda, m, b, ldb, n, k, c, ldc)
+}
+
+/// [`gemm_f16`] on a given instruction set (for tests).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f16_isa(
+    isa: Isa,
+    a: &[u16],
+    lda: usize,
+    m: usize,
+    b: &[u16],
+    ldb: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * ldc + n <= c.len(), "output too short for {m}x{n}");
+    // SAFETY: `c` has every output (checked above) and is borrowed mutably.
+    unsafe { gemm_f16_ptr(isa, a, lda, m, b, ldb, n, k, c.as_mut_ptr(), ldc) }
+}
+
+/// [`gemm_f16_isa`] writing through a pointer, for callers whose tasks share one output array
+/// (each writing its own elements).
+///
+/// # Safety
+/// `c.add(i * ldc + j)` must be valid for writes, and not accessed by anyone else during the
+/// call, for every `i < m`, `j < n`.
+///
+/// # Panics
+/// If `a` or `b` is too short for the shape, or `isa` cannot run here.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_f16_ptr(
+    isa: Isa,
+    a: &[u16],
+    lda: usize,
+    m: usize,
+    b: &[u16],
+    ldb: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    check_rows(k, a, lda, m);
+    check_rows(k, b, ldb, n);
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        // SAFETY: checked by `usable`; rows in bounds (checked above); outputs by the caller.
+        return avx2::gemm_f16(a, lda, m, b, ldb, n, k, c, ldc);
+    }
+    for i in 0..m {
+        for j in 0..n {
+            *c.add(i * ldc + j) =
+                dot_f16_isa(isa, &a[i * lda..i * lda + k], &b[j * ldb..j * ldb + k]);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -498,6 +582,111 @@ mod avx2 {
             _mm256_storeu_ps(out.as_mut_ptr().add(k), p);
             i += 8;
             k += 8;
+        }
+    }
+
+    /// One `RM x RN` tile of [`super::gemm_f16`]: an 8-lane accumulator per output, element `l`
+    /// of a row in lane `l % 8`, zero past `k`, then [`hsum`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    unsafe fn tile_f16<const RM: usize, const RN: usize>(
+        a: *const u16,
+        lda: usize,
+        b: *const u16,
+        ldb: usize,
+        k: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); RN]; RM];
+        let mut l = 0;
+        while l + 8 <= k {
+            let mut x = [_mm256_setzero_ps(); RM];
+            for i in 0..RM {
+                x[i] = _mm256_cvtph_ps(_mm_loadu_si128(a.add(i * lda + l).cast()));
+            }
+            for j in 0..RN {
+                let y = _mm256_cvtph_ps(_mm_loadu_si128(b.add(j * ldb + l).cast()));
+                for i in 0..RM {
+                    acc[i][j] = _mm256_fmadd_ps(x[i], y, acc[i][j]);
+                }
+            }
+            l += 8;
+        }
+        if l < k {
+            let mut x = [_mm256_setzero_ps(); RM];
+            for i in 0..RM {
+                x[i] = ld8(a.add(i * lda), l, k);
+            }
+            for j in 0..RN {
+                let y = ld8(b.add(j * ldb), l, k);
+                for i in 0..RM {
+                    acc[i][j] = _mm256_fmadd_ps(x[i], y, acc[i][j]);
+                }
+            }
+        }
+        for i in 0..RM {
+            for j in 0..RN {
+                *c.add(i * ldc + j) = hsum(acc[i][j]);
+            }
+        }
+    }
+
+    /// [`super::gemm_f16`] in 3x4 tiles (12 accumulators, 3 rows of `a` and one of `b` live),
+    /// with smaller tiles at the edges.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_f16(
+        a: &[u16],
+        lda: usize,
+        m: usize,
+        b: &[u16],
+        ldb: usize,
+        n: usize,
+        k: usize,
+        pc: *mut f32,
+        ldc: usize,
+    ) {
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        macro_rules! row_of_tiles {
+            ($rm:literal, $i:expr) => {{
+                let i = $i;
+                let mut j = 0;
+                while j + 4 <= n {
+                    tile_f16::<$rm, 4>(
+                        pa.add(i * lda),
+                        lda,
+                        pb.add(j * ldb),
+                        ldb,
+                        k,
+                        pc.add(i * ldc + j),
+                        ldc,
+                    );
+                    j += 4;
+                }
+                while j < n {
+                    tile_f16::<$rm, 1>(
+                        pa.add(i * lda),
+                        lda,
+                        pb.add(j * ldb),
+                        ldb,
+                        k,
+                        pc.add(i * ldc + j),
+                        ldc,
+                    );
+                    j += 1;
+                }
+            }};
+        }
+        let mut i = 0;
+        while i + 3 <= m {
+            row_of_tiles!(3, i);
+            i += 3;
+        }
+        while i < m {
+            row_of_tiles!(1, i);
+            i += 1;
         }
     }
 

@@ -212,3 +212,42 @@ fn batched_dots_refuse_rows_past_the_end() {
     let mut out = vec![0f32; 3];
     vec::dots_f16_isa(Isa::Scalar, &a, &b, 8, &mut out);
 }
+
+#[test]
+fn tiled_f16_products_match_one_dot_per_element() {
+    for isa in available_isas() {
+        for (m, n, k) in [
+            (1usize, 1usize, 64usize),
+            (3, 4, 64),
+            (7, 9, 64),
+            (16, 37, 5),
+            (5, 130, 512),
+            (4, 64, 203),
+        ] {
+            let (lda, ldb, ldc) = (k + 3, k + 5, n + 2);
+            let a = values(m * lda, (m * n) as u64, 2.0);
+            let b = values(n * ldb, (n + k) as u64, 2.0);
+            let (mut ha, mut hb) = (vec![0u16; a.len()], vec![0u16; b.len()]);
+            vec::to_f16_isa(Isa::Scalar, &a, &mut ha);
+            vec::to_f16_isa(Isa::Scalar, &b, &mut hb);
+            let mut c = vec![f32::NAN; m * ldc];
+            vec::gemm_f16_isa(isa, &ha, lda, m, &hb, ldb, n, k, &mut c, ldc);
+            for i in 0..m {
+                for j in 0..n {
+                    let want = vec::dot_f16_isa(
+                        Isa::Scalar,
+                        &ha[i * lda..i * lda + k],
+                        &hb[j * ldb..j * ldb + k],
+                    );
+                    assert_eq!(
+                        c[i * ldc + j].to_bits(),
+                        want.to_bits(),
+                        "{isa} {m}x{n}x{k} at ({i}, {j})"
+                    );
+                }
+                // the padding between rows of `c` is left alone
+                assert!(c[i * ldc + n].is_nan());
+            }
+        }
+    }
+}

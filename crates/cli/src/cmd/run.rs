@@ -183,6 +183,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .map(|(t, n)| format!("{t} x{n}"))
             .collect();
         eprintln!("kernels: {}", slmpack_kernels::isa_report());
+        let (n_packed, packed_bytes) = model.packed();
+        eprintln!(
+            "repacked: {n_packed} matrices ({:.1} MiB) into the 8-row interleaved layout (SLMPACK_REPACK=0 keeps the file's)",
+            packed_bytes as f64 / (1 << 20) as f64
+        );
         eprintln!(
             "model: `{}` llama, {:.1}M params, {} layers, n_embd {}, heads {}/{} kv, head dim {}, ff {}, vocab {}, rope base {} dims {}, output {}",
             a.model.display(),
