@@ -83,19 +83,16 @@ fn kind(ty: GgmlType) -> Option<Kind> {
     })
 }
 
-/// Bytes of one group-block (eight rows by 32 elements) for `ty`.
-fn group_block(ty: GgmlType) -> usize {
-    kind(ty).map_or(0, |k| 8 * k.bytes)
-}
-
 impl Packed {
     /// Bytes of the packed weights (the same as the original encoding).
     pub fn bytes(&self) -> usize {
         self.data.len()
     }
 
+    /// Bytes of one group of eight rows.
+    #[cfg(target_arch = "x86_64")]
     fn group_bytes(&self) -> usize {
-        group_block(self.ty) * (self.cols / 32)
+        kind(self.ty).map_or(0, |k| 8 * k.bytes) * (self.cols / 32)
     }
 }
 
@@ -251,11 +248,15 @@ fn prepare(isa: Isa, ty: GgmlType, cols: usize, xs: &[f32], n_tokens: usize) -> 
 }
 
 /// A raw output pointer shared by tasks that write disjoint elements.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct Out(*mut f32);
 // SAFETY: every task writes its own rows; the borrow of the output outlives the parallel loop.
+#[cfg(target_arch = "x86_64")]
 unsafe impl Send for Out {}
+#[cfg(target_arch = "x86_64")]
 unsafe impl Sync for Out {}
+#[cfg(target_arch = "x86_64")]
 impl Out {
     fn at(self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
@@ -273,6 +274,13 @@ pub fn gemm_packed(p: &Packed, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
     if n_tokens == 0 {
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    run(p, xs, n_tokens, ys);
+}
+
+/// The body of [`gemm_packed`]: activations prepared once, then parallel over row groups.
+#[cfg(target_arch = "x86_64")]
+fn run(p: &Packed, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
     let a = prepare(Isa::Avx2, p.ty, p.cols, xs, n_tokens);
     let groups = p.rows / GROUP;
     let gbytes = p.group_bytes();
@@ -292,8 +300,7 @@ pub fn gemm_packed(p: &Packed, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
                 let n = (n_tokens - t).min(4);
                 // SAFETY: group g has `gbytes` bytes; tokens t..t+n have their activation rows,
                 // scales and corrections; outputs (t + j) * rows + 8 g .. + 8 belong to this
-                // task only; the CPU runs AVX2 (asserted above).
-                #[cfg(target_arch = "x86_64")]
+                // task only; the CPU runs AVX2 (asserted by `gemm_packed`).
                 unsafe {
                     crate::x86::packed::gemm(
                         p.ty,
