@@ -365,3 +365,69 @@ fn fallback_down_keeps_local_answer() {
     assert!(o.status.success());
     assert!(stderr(&o).contains("low confidence"), "{}", stderr(&o));
 }
+
+/// `slmpack run -v` on a Q4_0 model with `SLMPACK_REPACK` set to `repack`.
+fn verbose_q4_0_run(q: &Path, repack: &str) -> (serde_json::Value, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_slmpack"))
+        .args([
+            os("run"),
+            q.as_os_str(),
+            os("-p"),
+            os("hi there"),
+            os("-n"),
+            os("4"),
+        ])
+        .args([os("--json"), os("-v"), os("--threads"), os("1")])
+        .env("SLMPACK_REPACK", repack)
+        .output()
+        .expect("run slmpack");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    (v, stderr(&o))
+}
+
+#[test]
+fn verbose_run_reports_the_kernels_and_the_repacked_matrices() {
+    let d = tempfile::tempdir().unwrap();
+    let f32_model = d.path().join("tiny.gguf");
+    write_model(&f32_model, "llama", None);
+    let q = d.path().join("tiny.q4_0.gguf");
+    let o = slmpack_p(&[
+        os("quantize"),
+        f32_model.as_os_str(),
+        os("--type"),
+        os("q4_0"),
+        os("-o"),
+        q.as_os_str(),
+        os("-q"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let (packed, err) = verbose_q4_0_run(&q, "1");
+    assert_eq!(err.matches("kernels: ").count(), 1, "{err}");
+    // the seven block matrices come in whole groups of 8 rows; the 259-row tied output does not.
+    // They are repacked where the CPU has AVX2 (the only layout there is), else none are.
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("repacked: "))
+        .unwrap_or_else(|| panic!("no `repacked:` line in {err}"));
+    let avx2 = err.contains("kernels: avx2");
+    let want = if avx2 {
+        "repacked: 7 matrices"
+    } else {
+        "repacked: 0 matrices"
+    };
+    assert!(line.starts_with(want), "{line}");
+
+    let (plain, err) = verbose_q4_0_run(&q, "0");
+    assert!(err.contains("repacked: 0 matrices"), "{err}");
+    // both layouts generate; the packed one sums in another order, so only the shape is compared
+    assert!(
+        packed["tokens"].is_array() && plain["tokens"].is_array(),
+        "{packed}"
+    );
+    assert_eq!(
+        packed["tokens"].as_array().map(Vec::len),
+        plain["tokens"].as_array().map(Vec::len)
+    );
+}

@@ -28,8 +28,8 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let f = GgufFile::open(&a.model).with_context(|| format!("loading `{}`", a.model.display()))?;
-    let model = Model::load(&f)?;
     let pool = super::run::thread_pool(a.threads)?;
+    let model = pool.install(|| Model::load(&f))?;
     let logits = pool.install(|| -> anyhow::Result<Vec<f32>> {
         let mut s = Session::new(&model, a.tokens.len(), a.batch_size)?;
         Ok(s.eval_all(&a.tokens)?)

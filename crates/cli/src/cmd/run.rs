@@ -134,7 +134,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
     let t_load = Instant::now();
     let f = GgufFile::open(&a.model).with_context(|| format!("loading `{}`", a.model.display()))?;
-    let model = Model::load(&f)?;
+    let pool = thread_pool(a.threads)?;
+    // loading repacks some matrices in parallel: on the requested threads too
+    let model = pool.install(|| Model::load(&f))?;
     let codec = TextCodec::from_gguf(&f)?;
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
 
@@ -174,7 +176,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .min(4096)
             .max(prompt.len() + a.n_predict.min(4096)),
     };
-    let pool = thread_pool(a.threads)?;
 
     if a.verbose {
         let types: Vec<String> = model
@@ -182,7 +183,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .iter()
             .map(|(t, n)| format!("{t} x{n}"))
             .collect();
-        eprintln!("kernels: {}", slmpack_kernels::isa_report());
+        eprintln!("{}", slmpack_kernels::isa_report());
         let (n_packed, packed_bytes) = model.packed();
         eprintln!(
             "repacked: {n_packed} matrices ({:.1} MiB) into the 8-row interleaved layout (SLMPACK_REPACK=0 keeps the file's)",
