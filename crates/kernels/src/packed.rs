@@ -182,6 +182,9 @@ pub fn pack_for(isa: Isa, w: &Weights) -> Result<Option<Packed>, KernelError> {
 
 /// Per-token activation data of the packed kernels: Q8_0 blocks (Q8_1 for the types with a
 /// minimum), and per block the f32 scale, the offset correction `off * sum(q)` and Q8_1's `s`.
+/// Kept per calling thread and reused (grows, never shrinks), so a product allocates nothing
+/// once the buffers have reached their size.
+#[derive(Default)]
 struct Acts {
     q: Vec<u8>,
     d: Vec<f32>,
@@ -193,7 +196,36 @@ struct Acts {
     nb: usize,
 }
 
-fn prepare(isa: Isa, ty: GgmlType, cols: usize, xs: &[f32], n_tokens: usize) -> Acts {
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Acts> = std::cell::RefCell::new(Acts::default());
+}
+
+/// Runs `f` with the activations of `xs` prepared in this thread's scratch. The buffers are
+/// taken out of the thread-local for the call, so a nested product (a rayon worker stealing
+/// another one while it waits) gets its own.
+#[cfg(target_arch = "x86_64")]
+fn with_acts<R>(
+    isa: Isa,
+    ty: GgmlType,
+    cols: usize,
+    xs: &[f32],
+    n_tokens: usize,
+    f: impl FnOnce(&Acts) -> R,
+) -> R {
+    let a = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let a = prepare(isa, ty, cols, xs, n_tokens, a);
+    let r = f(&a);
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.q.capacity() < a.q.capacity() {
+            *s = a;
+        }
+    });
+    r
+}
+
+fn prepare(isa: Isa, ty: GgmlType, cols: usize, xs: &[f32], n_tokens: usize, mut a: Acts) -> Acts {
     let k = kind(ty).expect("a packable type");
     let at = if k.min.is_some() {
         GgmlType::Q8_1
@@ -207,14 +239,12 @@ fn prepare(isa: Isa, ty: GgmlType, cols: usize, xs: &[f32], n_tokens: usize) -> 
     };
     let nb = cols / 32;
     let lda = row_bytes(at, cols);
-    let mut a = Acts {
-        q: vec![0u8; lda * n_tokens],
-        d: vec![0f32; nb * n_tokens],
-        corr: vec![0i32; nb * n_tokens],
-        s: vec![0f32; nb * n_tokens],
-        lda,
-        nb,
-    };
+    a.q.resize(lda * n_tokens, 0);
+    a.d.resize(nb * n_tokens, 0.0);
+    a.corr.resize(nb * n_tokens, 0);
+    a.s.resize(nb * n_tokens, 0.0);
+    a.lda = lda;
+    a.nb = nb;
     let h =
         |b: &[u8], i: usize| half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32();
     type Token<'t> = (
@@ -281,7 +311,14 @@ pub fn gemm_packed(p: &Packed, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
 /// The body of [`gemm_packed`]: activations prepared once, then parallel over row groups.
 #[cfg(target_arch = "x86_64")]
 fn run(p: &Packed, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
-    let a = prepare(Isa::Avx2, p.ty, p.cols, xs, n_tokens);
+    with_acts(Isa::Avx2, p.ty, p.cols, xs, n_tokens, |a| {
+        products(p, a, n_tokens, ys)
+    });
+}
+
+/// The products of [`gemm_packed`], activations prepared.
+#[cfg(target_arch = "x86_64")]
+fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
     let groups = p.rows / GROUP;
     let gbytes = p.group_bytes();
     // enough tasks to balance, each at least ~16 KiB of weights
@@ -339,7 +376,7 @@ pub fn gemm_packed_reference(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut 
     let k = kind(w.ty).expect("a packable type");
     assert_eq!(xs.len(), n_tokens * w.cols);
     assert_eq!(ys.len(), n_tokens * w.rows);
-    let a = prepare(Isa::Scalar, w.ty, w.cols, xs, n_tokens);
+    let a = prepare(Isa::Scalar, w.ty, w.cols, xs, n_tokens, Acts::default());
     let (abs, aqs) = if k.min.is_some() { (36, 4) } else { (34, 2) };
     let rb = w.row_bytes();
     let h =
