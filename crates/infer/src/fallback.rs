@@ -69,9 +69,9 @@ impl FallbackClient {
         max_tokens: usize,
         temperature: f32,
     ) -> Result<FallbackAnswer> {
-        if !self.cfg.url.starts_with("http://") {
+        if !(self.cfg.url.starts_with("http://") || self.cfg.url.starts_with("https://")) {
             return Err(self.err(
-                "only http:// endpoints are supported (this build has no TLS)\n  hint: point `--fallback-url` at a local server or an http gateway, e.g. llama-server's http://127.0.0.1:8080/v1/chat/completions",
+                "the endpoint must be an http:// or https:// URL\n  hint: an OpenAI-compatible chat endpoint, e.g. llama-server's http://127.0.0.1:8080/v1/chat/completions",
             ));
         }
         let start = Instant::now();
@@ -246,11 +246,53 @@ mod tests {
     }
 
     #[test]
-    fn https_is_refused_clearly() {
-        let e = FallbackClient::new(cfg("https://api.example.invalid/v1/chat/completions".into()))
+    fn other_schemes_are_refused_clearly() {
+        let e = FallbackClient::new(cfg("ftp://api.example.invalid/v1/chat/completions".into()))
             .ask(&[], 8, 0.0)
             .unwrap_err();
-        assert!(e.to_string().contains("only http://"), "{e}");
+        assert!(e.to_string().contains("http:// or https://"), "{e}");
+    }
+
+    #[test]
+    fn https_goes_through_tls() {
+        // a closed port: refused, as for http
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let url = format!("https://127.0.0.1:{port}/v1/chat/completions");
+        let e = FallbackClient::new(cfg(url)).ask(&[], 8, 0.0).unwrap_err();
+        assert!(e.to_string().contains("refused"), "{e}");
+        // a server that answers in plain HTTP: the TLS handshake fails at once, clearly, and
+        // the plain answer is never taken for a completion
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}/v1/chat/completions", l.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut hello = [0u8; 512];
+            let n = s.read(&mut hello).unwrap();
+            let body = r#"{"choices":[{"message":{"content":"plain"}}]}"#;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(reply.as_bytes());
+            // what the client sent first: a TLS handshake record (0x16), not an HTTP request
+            (n, hello[0])
+        });
+        let t = Instant::now();
+        let e = FallbackClient::new(cfg(url.clone()))
+            .ask(&[], 8, 0.0)
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with(&format!("fallback `{url}`")), "{msg}");
+        assert!(!msg.contains("timed out"), "{msg}");
+        assert!(t.elapsed() < Duration::from_secs(2));
+        let (n, first) = server.join().unwrap();
+        assert!(
+            n > 0 && first == 0x16,
+            "the client spoke TLS: {n} bytes, first {first:#x}"
+        );
     }
 
     #[test]
