@@ -130,7 +130,7 @@ fn with_scratch<R>(bytes: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
 }
 
 /// Rows per rayon task: enough tasks to balance, few enough to keep scheduling cheap.
-fn rows_per_task(rows: usize, row_bytes: usize) -> usize {
+pub(crate) fn rows_per_task(rows: usize, row_bytes: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let by_balance = rows.div_ceil(threads * 8).max(1);
     // at least ~16 KiB of weights per task
@@ -167,13 +167,13 @@ pub fn gemm(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
 /// A raw output pointer shared by the tasks of one [`gemm_isa`] call; every task writes a
 /// disjoint set of indices.
 #[derive(Clone, Copy)]
-struct Out(*mut f32);
+pub(crate) struct Out(pub(crate) *mut f32);
 // SAFETY: tasks write disjoint elements, and the borrow of `ys` outlives the parallel section.
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 impl Out {
     /// A method (not a field access) so closures capture the whole `Send` wrapper.
-    fn at(self, i: usize) -> *mut f32 {
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
     }
 }

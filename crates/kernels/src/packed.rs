@@ -277,22 +277,6 @@ fn prepare(isa: Isa, ty: GgmlType, cols: usize, xs: &[f32], n_tokens: usize, mut
     a
 }
 
-/// A raw output pointer shared by tasks that write disjoint elements.
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: every task writes its own rows; the borrow of the output outlives the parallel loop.
-#[cfg(target_arch = "x86_64")]
-unsafe impl Send for Out {}
-#[cfg(target_arch = "x86_64")]
-unsafe impl Sync for Out {}
-#[cfg(target_arch = "x86_64")]
-impl Out {
-    fn at(self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
-    }
-}
-
 /// `ys[t * rows + r] = W xs[t]` with packed weights, on the kernels of [`isa()`].
 ///
 /// # Panics
@@ -319,41 +303,34 @@ fn run(p: &Packed, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
 /// The products of [`gemm_packed`], activations prepared.
 #[cfg(target_arch = "x86_64")]
 fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
+    use crate::matmul::{rows_per_task, Out};
+    use crate::x86::packed::Panel;
     let groups = p.rows / GROUP;
     let gbytes = p.group_bytes();
-    // enough tasks to balance, each at least ~16 KiB of weights
-    let threads = rayon::current_num_threads().max(1);
-    let per = groups
-        .div_ceil(threads * 8)
-        .max((16 * 1024usize).div_ceil(gbytes * n_tokens.min(8)))
-        .min(groups);
+    let per = rows_per_task(groups, gbytes * n_tokens.min(8));
     let out = Out(ys.as_mut_ptr());
     let rows = p.rows;
     let task = |c: usize| {
         for g in c * per..((c + 1) * per).min(groups) {
-            let w = p.data[g * gbytes..(g + 1) * gbytes].as_ptr();
             let mut t = 0;
             while t < n_tokens {
                 let n = (n_tokens - t).min(4);
+                let panel = Panel {
+                    nb: a.nb,
+                    w: p.data[g * gbytes..(g + 1) * gbytes].as_ptr(),
+                    a: a.q[t * a.lda..].as_ptr(),
+                    lda: a.lda,
+                    d: a.d[t * a.nb..].as_ptr(),
+                    corr: a.corr[t * a.nb..].as_ptr(),
+                    sy: a.s[t * a.nb..].as_ptr(),
+                    ldd: a.nb,
+                    out: out.at(t * rows + g * GROUP),
+                    ldo: rows,
+                };
                 // SAFETY: group g has `gbytes` bytes; tokens t..t+n have their activation rows,
                 // scales and corrections; outputs (t + j) * rows + 8 g .. + 8 belong to this
                 // task only; the CPU runs AVX2 (asserted by `gemm_packed`).
-                unsafe {
-                    crate::x86::packed::gemm(
-                        p.ty,
-                        n,
-                        a.nb,
-                        w,
-                        a.q.as_ptr().add(t * a.lda),
-                        a.lda,
-                        a.d.as_ptr().add(t * a.nb),
-                        a.corr.as_ptr().add(t * a.nb),
-                        a.s.as_ptr().add(t * a.nb),
-                        a.nb,
-                        out.at(t * rows + g * GROUP),
-                        rows,
-                    )
-                };
+                unsafe { crate::x86::packed::gemm(p.ty, n, panel) };
                 t += n;
             }
         }

@@ -8,28 +8,51 @@ use std::arch::x86_64::*;
 use super::bytes_from_bits_32;
 use crate::GgmlType;
 
+/// What one call multiplies: a packed group of eight rows against up to four tokens.
+#[derive(Clone, Copy)]
+pub struct Panel {
+    /// Blocks per row.
+    pub nb: usize,
+    /// The group's `nb` group-blocks.
+    pub w: *const u8,
+    /// Token `j`'s Q8_0 row (Q8_1 for Q5_1) at `a + j * lda`.
+    pub a: *const u8,
+    /// Bytes between tokens' activation rows.
+    pub lda: usize,
+    /// Token `j`'s block scales at `d + j * ldd`.
+    pub d: *const f32,
+    /// Token `j`'s offset corrections at `corr + j * ldd`.
+    pub corr: *const i32,
+    /// Token `j`'s Q8_1 sums at `sy + j * ldd` (Q5_1).
+    pub sy: *const f32,
+    /// Elements between tokens' per-block arrays.
+    pub ldd: usize,
+    /// Token `j`'s eight outputs at `out + j * ldo`.
+    pub out: *mut f32,
+    /// Elements between tokens' outputs.
+    pub ldo: usize,
+}
+
 /// `N` tokens against one packed group of eight rows: Q4_0 (`!Q5`, `!MIN`), Q5_0 (`Q5`) or
 /// Q5_1 (`Q5`, `MIN`).
 ///
 /// # Safety
-/// `w` points to the group's `nb` group-blocks; token `j`'s Q8_0 row (Q8_1 if `MIN`) is at
-/// `a + j * lda` (`nb` blocks), its scales at `d + j * ldd`, corrections at `corr + j * ldd` and
-/// Q8_1 sums at `sy + j * ldd` (`nb` each); `out + j * ldo` has 8 writable floats; the CPU runs
-/// AVX2, FMA and F16C.
+/// Every pointer of `p` is valid for what its field says (`nb` blocks, `N` tokens, 8 writable
+/// outputs per token); the CPU runs AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn group<const Q5: bool, const MIN: bool, const N: usize>(
-    nb: usize,
-    w: *const u8,
-    a: *const u8,
-    lda: usize,
-    d: *const f32,
-    corr: *const i32,
-    sy: *const f32,
-    ldd: usize,
-    out: *mut f32,
-    ldo: usize,
-) {
+unsafe fn group<const Q5: bool, const MIN: bool, const N: usize>(p: Panel) {
+    let Panel {
+        nb,
+        w,
+        a,
+        lda,
+        d,
+        corr,
+        sy,
+        ldd,
+        out,
+        ldo,
+    } = p;
     let qh_at = if MIN { 32 } else { 16 };
     let qs_at = if Q5 { qh_at + 32 } else { qh_at };
     let gb = qs_at + 128;
@@ -103,28 +126,14 @@ unsafe fn group<const Q5: bool, const MIN: bool, const N: usize>(
 ///
 /// # Safety
 /// As [`group`].
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(
-    ty: GgmlType,
-    n: usize,
-    nb: usize,
-    w: *const u8,
-    a: *const u8,
-    lda: usize,
-    d: *const f32,
-    corr: *const i32,
-    sy: *const f32,
-    ldd: usize,
-    out: *mut f32,
-    ldo: usize,
-) {
+pub unsafe fn gemm(ty: GgmlType, n: usize, p: Panel) {
     macro_rules! go {
         ($q5:literal, $min:literal) => {
             match n {
-                1 => group::<$q5, $min, 1>(nb, w, a, lda, d, corr, sy, ldd, out, ldo),
-                2 => group::<$q5, $min, 2>(nb, w, a, lda, d, corr, sy, ldd, out, ldo),
-                3 => group::<$q5, $min, 3>(nb, w, a, lda, d, corr, sy, ldd, out, ldo),
-                4 => group::<$q5, $min, 4>(nb, w, a, lda, d, corr, sy, ldd, out, ldo),
+                1 => group::<$q5, $min, 1>(p),
+                2 => group::<$q5, $min, 2>(p),
+                3 => group::<$q5, $min, 3>(p),
+                4 => group::<$q5, $min, 4>(p),
                 _ => unreachable!("1 to 4 tokens"),
             }
         };
