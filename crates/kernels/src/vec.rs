@@ -254,31 +254,6 @@ fn check_rows(len: usize, b: &[u16], stride: usize, rows: usize) {
     }
 }
 
-/// `out[r] = dot_f16(a, &b[r * stride..r * stride + a.len()])` for every `r < out.len()`: the
-/// tinyBLAS-order product of one vector with many rows (attention scores and outputs), the same
-/// bits as one call per row.
-///
-/// # Panics
-/// If `b` is too short for `out.len()` rows.
-pub fn dots_f16(a: &[u16], b: &[u16], stride: usize, out: &mut [f32]) {
-    dots_f16_isa(crate::isa(), a, b, stride, out)
-}
-
-/// [`dots_f16`] on a given instruction set (for tests).
-pub fn dots_f16_isa(isa: Isa, a: &[u16], b: &[u16], stride: usize, out: &mut [f32]) {
-    check_rows(a.len(), b, stride, out.len());
-    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
-        // SAFETY: checked by `usable`; every row is in bounds (checked above).
-        return unsafe { avx2::dots_f16(a, b, stride, out) };
-    }
-    let len = a.len();
-    for (r, o) in out.iter_mut().enumerate() {
-        *o = dot_f16_isa(isa, a, &b[r * stride..r * stride + len]);
-    }
-}
-
 /// `out[r] = dot_f16_ggml(a, &b[r * stride..r * stride + a.len()], n)` for every
 /// `r < out.len()`: the `ggml_vec_dot_f16` product of one vector with many rows, the same bits as
 /// one call per row.
@@ -539,6 +514,20 @@ mod avx2 {
         out[0] = s as f32;
     }
 
+    /// Eight f16 values from `p[i..]` as f32 (all eight in bounds).
+    macro_rules! full8 {
+        ($p:expr, $i:expr, $len:expr) => {
+            _mm256_cvtph_ps(_mm_loadu_si128($p.add($i).cast()))
+        };
+    }
+
+    /// Eight f16 values from `p[i..]` as f32, zero past `len` (the last, partial chunk).
+    macro_rules! pad8 {
+        ($p:expr, $i:expr, $len:expr) => {
+            ld8($p, $i, $len)
+        };
+    }
+
     /// Eight f16 values from `p[i..]` as f32, zero past `len`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -600,31 +589,28 @@ mod avx2 {
         ldc: usize,
     ) {
         let mut acc = [[_mm256_setzero_ps(); RN]; RM];
+        // one chunk of 8 elements at `l`, loaded with `full8` or `pad8`
+        macro_rules! chunk {
+            ($ld:ident, $l:expr) => {{
+                let mut x = [_mm256_setzero_ps(); RM];
+                for i in 0..RM {
+                    x[i] = $ld!(a.add(i * lda), $l, k);
+                }
+                for j in 0..RN {
+                    let y = $ld!(b.add(j * ldb), $l, k);
+                    for i in 0..RM {
+                        acc[i][j] = _mm256_fmadd_ps(x[i], y, acc[i][j]);
+                    }
+                }
+            }};
+        }
         let mut l = 0;
         while l + 8 <= k {
-            let mut x = [_mm256_setzero_ps(); RM];
-            for i in 0..RM {
-                x[i] = _mm256_cvtph_ps(_mm_loadu_si128(a.add(i * lda + l).cast()));
-            }
-            for j in 0..RN {
-                let y = _mm256_cvtph_ps(_mm_loadu_si128(b.add(j * ldb + l).cast()));
-                for i in 0..RM {
-                    acc[i][j] = _mm256_fmadd_ps(x[i], y, acc[i][j]);
-                }
-            }
+            chunk!(full8, l);
             l += 8;
         }
         if l < k {
-            let mut x = [_mm256_setzero_ps(); RM];
-            for i in 0..RM {
-                x[i] = ld8(a.add(i * lda), l, k);
-            }
-            for j in 0..RN {
-                let y = ld8(b.add(j * ldb), l, k);
-                for i in 0..RM {
-                    acc[i][j] = _mm256_fmadd_ps(x[i], y, acc[i][j]);
-                }
-            }
+            chunk!(pad8, l);
         }
         for i in 0..RM {
             for j in 0..RN {
@@ -707,35 +693,29 @@ mod avx2 {
             let (mut x0, mut x1, mut x2, mut x3) = (z, z, z, z);
             let (mut y0, mut y1, mut y2, mut y3) = (z, z, z, z);
             let mut i = 0;
+            // one group of 32 at `i`, loaded with `full8` or `pad8`
+            macro_rules! group {
+                ($ld:ident) => {{
+                    let q0 = $ld!(pa, i, len);
+                    let q1 = $ld!(pa, i + 8, len);
+                    let q2 = $ld!(pa, i + 16, len);
+                    let q3 = $ld!(pa, i + 24, len);
+                    x0 = _mm256_fmadd_ps(q0, $ld!(p0, i, len), x0);
+                    y0 = _mm256_fmadd_ps(q0, $ld!(p1, i, len), y0);
+                    x1 = _mm256_fmadd_ps(q1, $ld!(p0, i + 8, len), x1);
+                    y1 = _mm256_fmadd_ps(q1, $ld!(p1, i + 8, len), y1);
+                    x2 = _mm256_fmadd_ps(q2, $ld!(p0, i + 16, len), x2);
+                    y2 = _mm256_fmadd_ps(q2, $ld!(p1, i + 16, len), y2);
+                    x3 = _mm256_fmadd_ps(q3, $ld!(p0, i + 24, len), x3);
+                    y3 = _mm256_fmadd_ps(q3, $ld!(p1, i + 24, len), y3);
+                }};
+            }
             while i < full {
-                let q0 = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i).cast()));
-                let q1 = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i + 8).cast()));
-                let q2 = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i + 16).cast()));
-                let q3 = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i + 24).cast()));
-                let c = |p: *const u16, k: usize| _mm256_cvtph_ps(_mm_loadu_si128(p.add(k).cast()));
-                x0 = _mm256_fmadd_ps(q0, c(p0, i), x0);
-                y0 = _mm256_fmadd_ps(q0, c(p1, i), y0);
-                x1 = _mm256_fmadd_ps(q1, c(p0, i + 8), x1);
-                y1 = _mm256_fmadd_ps(q1, c(p1, i + 8), y1);
-                x2 = _mm256_fmadd_ps(q2, c(p0, i + 16), x2);
-                y2 = _mm256_fmadd_ps(q2, c(p1, i + 16), y2);
-                x3 = _mm256_fmadd_ps(q3, c(p0, i + 24), x3);
-                y3 = _mm256_fmadd_ps(q3, c(p1, i + 24), y3);
+                group!(full8);
                 i += 32;
             }
             if i < ends {
-                let q0 = ld8(pa, i, len);
-                let q1 = ld8(pa, i + 8, len);
-                let q2 = ld8(pa, i + 16, len);
-                let q3 = ld8(pa, i + 24, len);
-                x0 = _mm256_fmadd_ps(q0, ld8(p0, i, len), x0);
-                y0 = _mm256_fmadd_ps(q0, ld8(p1, i, len), y0);
-                x1 = _mm256_fmadd_ps(q1, ld8(p0, i + 8, len), x1);
-                y1 = _mm256_fmadd_ps(q1, ld8(p1, i + 8, len), y1);
-                x2 = _mm256_fmadd_ps(q2, ld8(p0, i + 16, len), x2);
-                y2 = _mm256_fmadd_ps(q2, ld8(p1, i + 16, len), y2);
-                x3 = _mm256_fmadd_ps(q3, ld8(p0, i + 24, len), x3);
-                y3 = _mm256_fmadd_ps(q3, ld8(p1, i + 24, len), y3);
+                group!(pad8);
             }
             let mut s0 = reduce4(x0, x1, x2, x3) as f64;
             let mut s1 = reduce4(y0, y1, y2, y3) as f64;
@@ -758,39 +738,6 @@ mod avx2 {
                 a,
                 std::slice::from_raw_parts(b.as_ptr().add(r * stride), len),
                 n,
-            );
-        }
-    }
-
-    /// Two rows of [`super::dots_f16`] at a time, each in tinyBLAS order.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dots_f16(a: &[u16], b: &[u16], stride: usize, out: &mut [f32]) {
-        let len = a.len();
-        let pa = a.as_ptr();
-        let mut r = 0;
-        while r + 2 <= out.len() {
-            let (p0, p1) = (b.as_ptr().add(r * stride), b.as_ptr().add((r + 1) * stride));
-            let (mut x, mut y) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let mut i = 0;
-            while i + 8 <= len {
-                let q = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i).cast()));
-                x = _mm256_fmadd_ps(q, _mm256_cvtph_ps(_mm_loadu_si128(p0.add(i).cast())), x);
-                y = _mm256_fmadd_ps(q, _mm256_cvtph_ps(_mm_loadu_si128(p1.add(i).cast())), y);
-                i += 8;
-            }
-            if i < len {
-                let q = ld8(pa, i, len);
-                x = _mm256_fmadd_ps(q, ld8(p0, i, len), x);
-                y = _mm256_fmadd_ps(q, ld8(p1, i, len), y);
-            }
-            out[r] = hsum(x);
-            out[r + 1] = hsum(y);
-            r += 2;
-        }
-        if r < out.len() {
-            out[r] = dot_f16(
-                a,
-                std::slice::from_raw_parts(b.as_ptr().add(r * stride), len),
             );
         }
     }

@@ -184,7 +184,7 @@ fn batched_dots_match_one_call_per_row() {
             let mut got = vec![0f32; rows];
             let mut tiny = vec![0f32; rows];
             vec::dots_f16_ggml_isa(isa, &ha, &hb, stride, n, &mut got);
-            vec::dots_f16_isa(isa, &ha, &hb, stride, &mut tiny);
+            vec::gemm_f16_isa(isa, &ha, len, 1, &hb, stride, rows, len, &mut tiny, rows);
             for r in 0..rows {
                 let row = &hb[r * stride..r * stride + len];
                 let want = vec::dot_f16_ggml_isa(Isa::Scalar, &ha, row, n);
@@ -210,7 +210,7 @@ fn batched_dots_refuse_rows_past_the_end() {
     let a = vec![0u16; 8];
     let b = vec![0u16; 20];
     let mut out = vec![0f32; 3];
-    vec::dots_f16_isa(Isa::Scalar, &a, &b, 8, &mut out);
+    vec::dots_f16_ggml_isa(Isa::Scalar, &a, &b, 8, 8, &mut out);
 }
 
 #[test]
