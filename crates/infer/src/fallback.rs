@@ -230,12 +230,15 @@ mod tests {
         assert!(e.to_string().contains("choices[0].message.content"), "{e}");
     }
 
+    /// A local port nothing listens on (bound, then released).
+    fn closed_port() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
     #[test]
     fn closed_port_is_a_clear_error() {
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = closed_port();
         let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
         let e = FallbackClient::new(cfg(url.clone()))
             .ask(&[], 8, 0.0)
@@ -256,11 +259,7 @@ mod tests {
     #[test]
     fn https_goes_through_tls() {
         // a closed port: refused, as for http
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let url = format!("https://127.0.0.1:{port}/v1/chat/completions");
+        let url = format!("https://127.0.0.1:{}/v1/chat/completions", closed_port());
         let e = FallbackClient::new(cfg(url)).ask(&[], 8, 0.0).unwrap_err();
         assert!(e.to_string().contains("refused"), "{e}");
         // a server that answers in plain HTTP: the TLS handshake fails at once, clearly, and

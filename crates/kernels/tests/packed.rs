@@ -4,19 +4,8 @@
 use slmpack_kernels::packed::{gemm_packed, gemm_packed_reference, pack_for, packs};
 use slmpack_kernels::{gemm_isa, row_bytes, GgmlType, Isa, Weights};
 
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
-        })
-        .collect()
-}
+mod common;
+use common::values;
 
 #[test]
 fn packed_kernels_match_their_reference_bit_for_bit_and_the_scalar_kernels_closely() {

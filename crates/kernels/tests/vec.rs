@@ -3,19 +3,8 @@
 
 use slmpack_kernels::{available_isas, vec, Isa};
 
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale
-        })
-        .collect()
-}
+mod common;
+use common::{f16s, values};
 
 #[test]
 fn expf_is_within_two_ulp_of_libm_and_handles_the_ends() {
@@ -117,9 +106,7 @@ fn ggml_order_dot_and_masked_softmax_rows() {
         ] {
             let a = values(len, len as u64, 2.0);
             let b = values(len, 5 + len as u64, 2.0);
-            let (mut ha, mut hb) = (vec![0u16; len], vec![0u16; len]);
-            vec::to_f16_isa(Isa::Scalar, &a, &mut ha);
-            vec::to_f16_isa(Isa::Scalar, &b, &mut hb);
+            let (ha, hb) = (f16s(&a), f16s(&b));
             let d = vec::dot_f16_ggml_isa(isa, &ha, &hb, n);
             let r = vec::dot_f16_ggml_isa(Isa::Scalar, &ha, &hb, n);
             assert_eq!(d.to_bits(), r.to_bits(), "{isa} len={len} n={n}");
@@ -178,9 +165,7 @@ fn batched_dots_match_one_call_per_row() {
         ] {
             let a = values(len, len as u64, 2.0);
             let b = values((rows - 1) * stride + len, 11 + rows as u64, 2.0);
-            let (mut ha, mut hb) = (vec![0u16; a.len()], vec![0u16; b.len()]);
-            vec::to_f16_isa(Isa::Scalar, &a, &mut ha);
-            vec::to_f16_isa(Isa::Scalar, &b, &mut hb);
+            let (ha, hb) = (f16s(&a), f16s(&b));
             let mut got = vec![0f32; rows];
             let mut tiny = vec![0f32; rows];
             vec::dots_f16_ggml_isa(isa, &ha, &hb, stride, n, &mut got);
@@ -227,9 +212,7 @@ fn tiled_f16_products_match_one_dot_per_element() {
             let (lda, ldb, ldc) = (k + 3, k + 5, n + 2);
             let a = values(m * lda, (m * n) as u64, 2.0);
             let b = values(n * ldb, (n + k) as u64, 2.0);
-            let (mut ha, mut hb) = (vec![0u16; a.len()], vec![0u16; b.len()]);
-            vec::to_f16_isa(Isa::Scalar, &a, &mut ha);
-            vec::to_f16_isa(Isa::Scalar, &b, &mut hb);
+            let (ha, hb) = (f16s(&a), f16s(&b));
             let mut c = vec![f32::NAN; m * ldc];
             vec::gemm_f16_isa(isa, &ha, lda, m, &hb, ldb, n, k, &mut c, ldc);
             for i in 0..m {
