@@ -121,27 +121,39 @@ def slmpack_logits(model, tokens, tmp, extra=()):
     return np.load(out)
 
 
-# (weight type, tolerance on max|ours - llama.cpp| relative to max|logit|)
+def llama_cpp_sums_as_avx2():
+    """True where llama.cpp (built natively by llama-cpp-python) runs the AVX2 code whose sums
+    slmpack's AVX2 kernels reproduce bit for bit (x86_64 with AVX2, without AVX-512)."""
+    import llama_cpp
+    info = llama_cpp.llama_print_system_info().decode()
+    return "AVX2 = 1" in info and "AVX512 = 1" not in info
+
+
+# (weight type, tolerance on max|ours - llama.cpp| relative to max|logit|, bit-identical on AVX2)
 # Both sides keep K and V in f16 and round Q and the softmax probabilities to f16 (llama.cpp's
-# default, no flash attention). Q8_0/Q4_0/Q4_1: activations are quantized to Q8 blocks exactly as
-# ggml-cpu does and the sums run in the same order, so on x86_64/AVX2 the logits are bit-identical
-# (measured: 0); the tolerance leaves room for other CPUs, where a last-bit difference can flip an
-# int8 of a quantized activation and move the logits by up to ~1% of their range. F32/F16: the
-# weight products sum in another order than llama.cpp's tinyBLAS; a last-bit difference can flip
-# an f16 rounding of Q/K/V/P (2^-11 relative), hence 1e-3 for F32. The mean error must stay at
-# 1e-3 of the range.
+# default, no flash attention). The quantized types: activations are quantized to Q8 blocks
+# exactly as ggml-cpu does and the sums run in the same order (tinyBLAS, `vec_dot`, the Q4_0
+# repack), so on x86_64/AVX2 the logits are bit-identical, which the test asserts there; the
+# tolerance leaves room for other CPUs, where a last-bit difference can flip an int8 of a
+# quantized activation and move the logits by up to ~1% of their range. F32/F16/BF16: the weight
+# products sum in another order than llama.cpp's tinyBLAS; a last-bit difference can flip an f16
+# rounding of Q/K/V/P (2^-11 relative), hence 1e-3 for F32. The mean error must stay at 1e-3 of
+# the range.
 TINY_CASES = [
-    (GT.F32, 1e-3),
-    (GT.F16, 1e-2),
-    (GT.Q8_0, 1e-2),
-    (GT.Q4_0, 1e-2),
-    (GT.Q4_1, 1e-2),
+    (GT.F32, 1e-3, False),
+    (GT.F16, 1e-2, False),
+    (GT.BF16, 1e-2, False),
+    (GT.Q8_0, 1e-2, True),
+    (GT.Q4_0, 1e-2, True),
+    (GT.Q4_1, 1e-2, True),
+    (GT.Q5_0, 1e-2, True),
+    (GT.Q5_1, 1e-2, True),
 ]
 
 
-@pytest.mark.parametrize("wtype,tol", TINY_CASES, ids=[c[0].name for c in TINY_CASES])
+@pytest.mark.parametrize("wtype,tol,exact", TINY_CASES, ids=[c[0].name for c in TINY_CASES])
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
-def test_tiny_logits_match_llama_cpp(tmp_path, wtype, tol, tied):
+def test_tiny_logits_match_llama_cpp(tmp_path, wtype, tol, exact, tied):
     model = tmp_path / "tiny.gguf"
     n_vocab = write_tiny_llama(model, wtype, tied=tied, seed=int(wtype), rope_base=10000.0 if tied else 50000.0)
     rng = np.random.default_rng(1)
@@ -156,6 +168,43 @@ def test_tiny_logits_match_llama_cpp(tmp_path, wtype, tol, tied):
     assert err <= tol * scale, f"{wtype.name}: max-abs error {err} > {tol} * {scale}"
     assert float(np.abs(ours - ref).mean()) <= 1e-3 * scale
     assert (ours.argmax(1) == ref.argmax(1)).mean() >= 0.95
+    if exact and llama_cpp_sums_as_avx2():
+        assert err == 0, f"{wtype.name}: not bit-identical to llama.cpp on AVX2 (max-abs {err})"
+
+
+# The K-quants (gguf-py cannot quantize them): a tiny F32 model quantized by slmpack with
+# `--pure` (every matrix of the mix's base type, where its rows fit) and as a llama.cpp mix.
+# Shapes: "k256" has rows of 256 and 512 columns (whole super-blocks everywhere); "smollm2" has
+# SmolLM2-135M's (576 columns: the K-quant mixes fall back to Q5_0/Q5_1/Q8_0 there, as
+# llama-quantize does). 40 tokens in one batch reach llama.cpp's tiled K-quant product
+# (`ggml-cpu/tiled`, from 8 tokens) and its Q4_K repack (`q4_K_8x8`, rows in eights); decode-size
+# batches (4 tokens) reach `vec_dot` and the repack's `gemv`. All bit-identical on AVX2.
+KQUANT_CASES = [
+    ("k256", "q4_k_m", True), ("k256", "q5_k_m", True), ("k256", "q6_k", True),
+    ("smollm2", "q4_k_m", False), ("smollm2", "q5_k_m", False), ("smollm2", "q6_k", False),
+]
+SHAPES = {"k256": dict(n_embd=256, n_ff=512, n_head=4, n_head_kv=2),
+          "smollm2": dict(n_embd=576, n_ff=1536, n_head=9, n_head_kv=3)}
+
+
+@pytest.mark.parametrize("shape,mix,pure", KQUANT_CASES, ids=[f"{a}-{b}" for a, b, _ in KQUANT_CASES])
+def test_tiny_kquant_logits_match_llama_cpp(tmp_path, shape, mix, pure):
+    base = tmp_path / "tiny-f32.gguf"
+    n_vocab = write_tiny_llama(base, GT.F32, tied=True, seed=3, **SHAPES[shape])
+    model = tmp_path / f"tiny-{mix}.gguf"
+    run("quantize", base, "--type", mix, *(["--pure"] if pure else []), "-q", "-o", model)
+    rng = np.random.default_rng(1)
+    tokens = [int(t) for t in rng.integers(0, n_vocab, 40)]
+    for batch in [40, 4]:
+        ours = slmpack_logits(model, tokens, tmp_path, ["--batch-size", str(batch)])
+        ref = llama_logits(model, tokens, n_batch=batch)
+        err = float(np.abs(ours - ref).max())
+        scale = float(np.abs(ref).max())
+        print(f"\n{shape} {mix}{' pure' if pure else ''} batch {batch}: max-abs {err:.3g}, "
+              f"max|logit| {scale:.3g}, top-1 agreement {(ours.argmax(1) == ref.argmax(1)).mean():.3f}")
+        assert err <= 1e-2 * scale, f"{mix}: max-abs error {err} > 1e-2 * {scale}"
+        if llama_cpp_sums_as_avx2():
+            assert err == 0, f"{shape} {mix} batch {batch}: not bit-identical to llama.cpp (max-abs {err})"
 
 
 def test_tiny_kernels_scalar_equals_avx2(tmp_path):
@@ -304,12 +353,13 @@ def test_smollm2_greedy_continuations(tmp_path, smollm2_variants, wtype):
 # * q4_0: 1.0000, bit-identical logits: llama.cpp repacks Q4_0 into 8-row groups on AVX2
 #   (`q4_0_8x8`), and slmpack's own 8-row packed layout (`slmpack_kernels::packed`) sums each row
 #   the same way (exact integer dot per block, then one FMA per block);
-# * q4_k_m: ~0.93. llama.cpp repacks Q4_K (`q4_K_8x8`) and sums it in another order than our
-#   Q4_K kernel, while slmpack packs the Q5_0 matrices that llama.cpp leaves in ggml's per-lane
-#   order; those last-bit differences flip int8 activation roundings and move logits by ~0.2 on
-#   average. llama.cpp's own noise floor on this text: flash attention on instead of off agrees
-#   with itself at 0.949 (q4_k_m). `SLMPACK_REPACK=0` (no packing) gives ~0.95.
-TOP1_MIN = {"q4_1": 0.99, "q8_0": 0.99, "f16": 0.99, "q4_0": 0.99, "q4_k_m": 0.91}
+# * q4_k_m: 1.0000, bit-identical logits: its Q4_K matrices are repacked as llama.cpp's
+#   `q4_K_8x8` (four tokens at a time as its `gemm`, the rest as its `gemv`), its Q6_K matrices
+#   sum as llama.cpp's tiled K-quant product (`ggml-cpu/tiled`, batches of 8 tokens and more),
+#   its Q5_0 matrices per lane as tinyBLAS. (Before those, 0.93: last-bit differences flip int8
+#   activation roundings and move logits by ~0.2 on average; llama.cpp's own noise floor on this
+#   text, flash attention on against off, is 0.949.)
+TOP1_MIN = {"q4_1": 0.99, "q8_0": 0.99, "f16": 0.99, "q4_0": 0.99, "q4_k_m": 0.99}
 
 
 @pytest.mark.parametrize("wtype", list(TOP1_MIN))

@@ -345,14 +345,19 @@ impl<'a> Loader<'a> {
     }
 }
 
-/// Repacks the matrices the kernels have a faster layout for (`slmpack_kernels::packed`: Q4_0
-/// and Q5_0 on AVX2), once, in parallel. `SLMPACK_REPACK=0` keeps every matrix as it is in the
-/// file (to compare the two paths).
-fn repack<'a>(path: &Path, output: &mut QTensor<'a>, layers: &mut [Layer<'a>]) -> Result<()> {
+/// Repacks the matrices the kernels have a faster layout for (`slmpack_kernels::packed`: Q4_0,
+/// Q5_1 and Q4_K on AVX2), once, in parallel; `output` is `None` when it is the tied token
+/// embedding, which llama.cpp does not repack either. `SLMPACK_REPACK=0` keeps every matrix as it
+/// is in the file (to compare the two paths).
+fn repack<'a>(
+    path: &Path,
+    output: Option<&mut QTensor<'a>>,
+    layers: &mut [Layer<'a>],
+) -> Result<()> {
     if std::env::var("SLMPACK_REPACK").is_ok_and(|v| v.trim() == "0") {
         return Ok(());
     }
-    let mut all: Vec<&mut QTensor<'a>> = vec![output];
+    let mut all: Vec<&mut QTensor<'a>> = output.into_iter().collect();
     for l in layers.iter_mut() {
         all.extend([
             &mut l.wq,
@@ -414,7 +419,7 @@ impl<'a> Model<'a> {
             });
         }
         let mut output = output;
-        repack(f.path(), &mut output, &mut layers)?;
+        repack(f.path(), (!tied_output).then_some(&mut output), &mut layers)?;
         Ok(Model {
             path: f.path().to_owned(),
             config,

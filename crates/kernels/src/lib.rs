@@ -388,16 +388,122 @@ pub fn act_scales(act: GgmlType, n: usize, a: &[u8], out: &mut [f32]) {
 }
 
 /// The tile kernel for `m` weight rows x `k` activation rows of type `ty` on `isa`, if this build
-/// has one (AVX2: every quantized type; other sets run [`kernel`] per element).
+/// has one (AVX2: every quantized type; other sets run [`kernel`] per element). Each output is
+/// summed as the one-row kernel sums it.
 pub fn tile_kernel(isa: Isa, ty: GgmlType, m: usize, k: usize) -> Option<TileFn> {
+    tile_kernel_ordered(isa, ty, m, k, false)
+}
+
+/// True if a product of `n_tokens` tokens with `ty` weights on `isa` sums as llama.cpp's tiled
+/// K-quant matrix product (`ggml-cpu/tiled`), which ggml-cpu uses for Q4_K (unless repacked),
+/// Q5_K and Q6_K weights from 8 tokens up: per super-block `res = d_w * s1 - dmin_w * s2`
+/// (the exact integer sums; the second term in one rounding), then `acc = fma(res, d_y, acc)`.
+/// Elsewhere a product sums as the one-row kernels (ggml's `vec_dot`).
+pub fn tiled_order(isa: Isa, ty: GgmlType, n_tokens: usize) -> bool {
+    isa == Isa::Avx2
+        && n_tokens >= 8
+        && matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K)
+}
+
+/// [`tile_kernel`], or with `tiled` the kernel that sums as [`tiled_order`] says (`None` for the
+/// types that have no such order).
+pub fn tile_kernel_ordered(
+    isa: Isa,
+    ty: GgmlType,
+    m: usize,
+    k: usize,
+    tiled: bool,
+) -> Option<TileFn> {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => x86::tile::tile_kernel(ty, m, k),
+        Isa::Avx2 => x86::tile::tile_kernel(ty, m, k, tiled),
         _ => {
-            let _ = (ty, m, k);
+            let _ = (ty, m, k, tiled);
             None
         }
     }
+}
+
+/// One output of a product in [`tiled_order`], in plain Rust (tests): the dot product of `n`
+/// weights `w` (Q4_K, Q5_K or Q6_K) with Q8_K activations `act`.
+///
+/// # Panics
+/// For other types, or rows of the wrong size.
+pub fn dot_tiled_reference(ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> f32 {
+    assert_eq!(w.len(), row_bytes(ty, n));
+    assert_eq!(act.len(), row_bytes(GgmlType::Q8_K, n));
+    let h =
+        |b: &[u8], i: usize| half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32();
+    let mut acc = 0f32;
+    for (l, y) in act.chunks_exact(292).enumerate() {
+        let dy = f32::from_le_bytes(y[..4].try_into().expect("4 bytes"));
+        let q8 = |i: usize| y[4 + i] as i8 as i32;
+        let (mut vals, mut sc, mut mn) = ([0i32; 256], [0i32; 16], [0i32; 8]);
+        let (dw, dmin, sub) = match ty {
+            GgmlType::Q4_K | GgmlType::Q5_K => {
+                let bs = if ty == GgmlType::Q4_K { 144 } else { 176 };
+                let x = &w[l * bs..(l + 1) * bs];
+                let (s8, m8) = k4_scales_mins(x[4..16].try_into().expect("12 bytes"));
+                for j in 0..8 {
+                    (sc[j], mn[j]) = (s8[j] as i32, m8[j] as i32);
+                }
+                let (qh, qs) = if ty == GgmlType::Q4_K {
+                    (None, &x[16..])
+                } else {
+                    (Some(&x[16..48]), &x[48..])
+                };
+                for p in 0..4 {
+                    for e in 0..32 {
+                        let b = qs[32 * p + e];
+                        let (lo, hi) = ((b & 0xF) as i32, (b >> 4) as i32);
+                        let (hl, hh) = qh.map_or((0, 0), |h| {
+                            (
+                                ((h[e] >> (2 * p)) & 1) as i32 * 16,
+                                ((h[e] >> (2 * p + 1)) & 1) as i32 * 16,
+                            )
+                        });
+                        vals[64 * p + e] = lo + hl;
+                        vals[64 * p + 32 + e] = hi + hh;
+                    }
+                }
+                (h(x, 0), Some(h(x, 2)), 32)
+            }
+            GgmlType::Q6_K => {
+                let x = &w[l * 210..(l + 1) * 210];
+                let (ql, qh, s) = (&x[..128], &x[128..192], &x[192..208]);
+                for half in 0..2 {
+                    for e in 0..32 {
+                        let (a, b, hb) =
+                            (ql[64 * half + e], ql[64 * half + 32 + e], qh[32 * half + e]);
+                        let o = 128 * half + e;
+                        vals[o] = ((a & 0xF) | ((hb & 3) << 4)) as i32 - 32;
+                        vals[o + 32] = ((b & 0xF) | (((hb >> 2) & 3) << 4)) as i32 - 32;
+                        vals[o + 64] = ((a >> 4) | (((hb >> 4) & 3) << 4)) as i32 - 32;
+                        vals[o + 96] = ((b >> 4) | (((hb >> 6) & 3) << 4)) as i32 - 32;
+                    }
+                }
+                for j in 0..16 {
+                    sc[j] = s[j] as i8 as i32;
+                }
+                (h(x, 208), None, 16)
+            }
+            _ => panic!("no tiled order for `{ty}`"),
+        };
+        let (mut s1, mut s2) = (0i32, 0i32);
+        for j in 0..256 / sub {
+            let dot: i32 = (sub * j..sub * (j + 1)).map(|e| vals[e] * q8(e)).sum();
+            s1 += sc[j] * dot;
+            if dmin.is_some() {
+                s2 += mn[j] * (sub * j..sub * (j + 1)).map(q8).sum::<i32>();
+            }
+        }
+        let mut res = dw * s1 as f32;
+        if let Some(m) = dmin {
+            res = (-m).mul_add(s2 as f32, res);
+        }
+        acc = res.mul_add(dy, acc);
+    }
+    acc
 }
 
 /// The tile shape (weight rows, activation rows) [`gemm`] uses for `ty` on `isa` when there is
@@ -432,6 +538,26 @@ pub fn tile(
     act: &[u8],
     out: &mut [f32],
 ) {
+    tile_ordered(isa, ty, n, m, k, false, w, act, out)
+}
+
+/// [`tile`], with `tiled` in llama.cpp's tiled K-quant order ([`tiled_order`]; the tile kernel
+/// must exist then).
+///
+/// # Panics
+/// As [`tile`].
+#[allow(clippy::too_many_arguments)]
+pub fn tile_ordered(
+    isa: Isa,
+    ty: GgmlType,
+    n: usize,
+    m: usize,
+    k: usize,
+    tiled: bool,
+    w: &[u8],
+    act: &[u8],
+    out: &mut [f32],
+) {
     let at = act_type(ty).unwrap_or_else(|| panic!("no dot product for `{ty}` weights"));
     assert!(isa.usable(), "instruction set `{isa}` cannot run here");
     assert!(
@@ -457,7 +583,7 @@ pub fn tile(
             &mut sc[j * ldsc..(j + 1) * ldsc],
         );
     }
-    match tile_kernel(isa, ty, m, k) {
+    match tile_kernel_ordered(isa, ty, m, k, tiled) {
         // SAFETY: sizes checked above, CPU support checked by `usable`.
         Some(f) => unsafe {
             f(
@@ -473,6 +599,7 @@ pub fn tile(
             )
         },
         None => {
+            assert!(!tiled, "no tiled-order kernel for `{ty}` on `{isa}`");
             let f = kernel(isa, ty).expect("usable isa has every kernel");
             for j in 0..k {
                 for i in 0..m {

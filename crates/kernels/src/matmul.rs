@@ -5,8 +5,8 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::{
-    act_scales, act_scales_len, act_type, isa, kernel, row_bytes, tile_kernel, tile_shape,
-    GgmlType, Isa, TileFn, MAX_TILE,
+    act_scales, act_scales_len, act_type, isa, kernel, row_bytes, tile_shape, GgmlType, Isa,
+    TileFn, MAX_TILE,
 };
 
 /// A matrix problem the kernels cannot take.
@@ -201,7 +201,7 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
     // row after another is the single sequential stream the hardware prefetcher follows best
     // (1-, 2- and 4-row tiles measured slower, docs/performance.md)
     let tiles = if n_tokens > 1 {
-        Tiles::new(isa, w.ty)
+        Tiles::new(isa, w.ty, crate::tiled_order(isa, w.ty, n_tokens))
     } else {
         None
     };
@@ -280,12 +280,12 @@ struct Tiles {
 impl Tiles {
     /// The tiles for `ty` on `isa` ([`tile_shape`]), or `None` where that set has no tile
     /// kernels.
-    fn new(isa: Isa, ty: GgmlType) -> Option<Tiles> {
+    fn new(isa: Isa, ty: GgmlType, tiled: bool) -> Option<Tiles> {
         let (mr, nr) = tile_shape(isa, ty)?;
         let mut fns = [[None; MAX_TILE.1]; MAX_TILE.0];
         for (m, row) in fns.iter_mut().enumerate().take(mr) {
             for (n, f) in row.iter_mut().enumerate().take(nr) {
-                *f = Some(tile_kernel(isa, ty, m + 1, n + 1)?);
+                *f = Some(crate::tile_kernel_ordered(isa, ty, m + 1, n + 1, tiled)?);
             }
         }
         Some(Tiles { mr, nr, fns })

@@ -15,17 +15,28 @@
 //! block), so results differ from them by rounding; [`gemm_packed_reference`] computes the
 //! packed order in plain Rust, and the AVX2 kernel is tested to give its bits exactly.
 //!
-//! Types: Q4_0, Q5_0 (against Q8_0 activations) and Q5_1 (against Q8_1 activations). A
-//! group-block is the eight scales `d`, then for Q5_1 the eight minimums `m` (their term is summed
-//! apart, `fma(m_w, s_y, summ)` per block, and added at the end), then for Q5_0/Q5_1 the high bits
-//! rearranged to one 32-bit word per four-element step, then the nibbles: eight times the bytes of
-//! one block. Rows must come in whole groups of eight.
+//! Types: Q4_0 (against Q8_0 activations) and Q4_K (against Q8_K), the two llama.cpp repacks
+//! on AVX2. A Q4_0 group-block is the eight scales `d`, then the nibbles: eight times the bytes
+//! of one block. Rows must come in whole groups of eight.
 //!
-//! Which types, and what it costs in agreement with llama.cpp (which repacks only Q4_0 and Q4_K on
-//! AVX2): Q4_0 packed gives llama.cpp's repacked sums bit for bit; Q5_0 and Q5_1 packed give up
-//! llama.cpp's per-lane order for 2-3x faster products (SmolLM2 q4_k_m top-1 agreement 0.951 ->
-//! 0.935). Q4_1 is not packed: it is the type of SmolLM2's reference file, whose logits stay
-//! bit-identical to llama.cpp's that way (packed, agreement fell to 0.962).
+//! Q4_K follows llama.cpp's `q4_K_8x8` kernels (`ggml-cpu/arch/x86/repack.cpp`) sum for sum. A
+//! group-block holds one 256-element super-block of the eight rows: the eight `d`, the eight
+//! `dmin`, the 6-bit sub-block scales unpacked (sub-block by sub-block, one byte per row), the
+//! mins unpacked in pairs of sub-blocks, then the nibbles of each pair of sub-blocks in four-byte
+//! steps as above (low nibbles: the even sub-block, high: the odd one). Per row the integer dot of
+//! each sub-block times its scale is exact; llama.cpp then adds `fma(int as f32, d_w * d_y, acc)`
+//! once per pair of sub-blocks when it multiplies four tokens at a time (`gemm`, with the four
+//! tokens' activations quantized by `ggml_quantize_mat_q8_K_4x8`), and once per super-block for
+//! the tokens left over (`gemv`, activations from `quantize_row_q8_K`); the mins' term is summed
+//! the same way apart and subtracted at the end. This layout does the same.
+//!
+//! Why only these (llama.cpp repacks Q4_0 and Q4_K on AVX2, and this layout gives its repacked
+//! sums bit for bit): the other 32-block types gain 2-3x from the same layout, but llama.cpp
+//! sums them per lane (tinyBLAS, `vec_dot`), as the one-row and tile kernels do, and packing
+//! them cost bit-identical logits (SmolLM2 q4_k_m, whose matrices of 576 columns are Q5_0: top-1
+//! agreement with llama.cpp 0.935 with Q5_0 packed, 1.000 and bit-identical without; a packed
+//! Q4_1 reference file fell to 0.962). A tied output matrix is not packed either (llama.cpp
+//! keeps `token_embd` as it is).
 
 use rayon::prelude::*;
 
@@ -37,7 +48,7 @@ pub const GROUP: usize = 8;
 /// A weight matrix in the packed layout (owned: the copy made at load time).
 #[derive(Clone)]
 pub struct Packed {
-    /// The type the rows were packed from (Q4_0, Q5_0 or Q5_1).
+    /// The type the rows were packed from (Q4_0 or Q4_K).
     pub ty: GgmlType,
     /// Number of rows (outputs), a multiple of [`GROUP`].
     pub rows: usize,
@@ -52,39 +63,9 @@ impl std::fmt::Debug for Packed {
     }
 }
 
-/// Where the parts of one ggml block of a packable type are, and what it pairs with.
-#[derive(Clone, Copy)]
-struct Kind {
-    /// Bytes of one block.
-    bytes: usize,
-    /// Offset of `m` (Q5_1).
-    min: Option<usize>,
-    /// Offset of the 32 high bits.
-    high: Option<usize>,
-    /// Offset of the 16 nibble bytes.
-    qs: usize,
-    /// Subtracted from every quant (8 for Q4_0, 16 for Q5_0, 0 for Q5_1, which has a minimum).
-    off: i32,
-}
-
-fn kind(ty: GgmlType) -> Option<Kind> {
-    let k = |bytes, min, high, qs, off| Kind {
-        bytes,
-        min,
-        high,
-        qs,
-        off,
-    };
-    Some(match ty {
-        GgmlType::Q4_0 => k(18, None, None, 2, 8),
-        GgmlType::Q5_0 => k(22, None, Some(2), 6, 16),
-        GgmlType::Q5_1 => k(24, Some(2), Some(4), 8, 0),
-        _ => return None,
-    })
-}
-
 impl Packed {
-    /// Bytes of the packed weights (the same as the original encoding).
+    /// Bytes of the packed weights (the original encoding's for Q4_0; for Q4_K 32 more per
+    /// super-block of eight rows, the unpacked scales and mins).
     pub fn bytes(&self) -> usize {
         self.data.len()
     }
@@ -92,14 +73,61 @@ impl Packed {
     /// Bytes of one group of eight rows.
     #[cfg(target_arch = "x86_64")]
     fn group_bytes(&self) -> usize {
-        kind(self.ty).map_or(0, |k| 8 * k.bytes) * (self.cols / 32)
+        group_bytes(self.ty, self.cols)
     }
 }
 
+/// Bytes of one group of eight rows of `cols` elements of `ty` in the packed layout.
+fn group_bytes(ty: GgmlType, cols: usize) -> usize {
+    match ty {
+        GgmlType::Q4_K => K_GB * (cols / 256),
+        GgmlType::Q4_0 => 8 * 18 * (cols / 32),
+        _ => 0,
+    }
+}
+
+/// Offsets in a Q4_K group-block: eight `d`, eight `dmin` (f16), the scales (sub-block `j`, row
+/// `r` at `K_SC + 8 j + r`), the mins (pair `p`, row `r`: `K_MIN + 16 p + 2 r` and `+ 1`), the
+/// nibbles (pair `p`, step `s`, row `r`: four bytes at `K_QS + 256 p + 32 s + 4 r`).
+const K_SC: usize = 32;
+const K_MIN: usize = K_SC + 64;
+const K_QS: usize = K_MIN + 64;
+/// Bytes of a Q4_K group-block (eight ggml blocks are 1152).
+pub(crate) const K_GB: usize = K_QS + 1024;
+
 /// True if [`pack`] repacks `ty` weights of `rows` rows for `isa`: AVX2 (on a CPU that has it),
-/// Q4_0, Q5_0 or Q5_1, rows in whole groups of eight.
+/// Q4_0 or Q4_K, rows in whole groups of eight.
 pub fn packs(isa: Isa, ty: GgmlType, rows: usize) -> bool {
-    isa == Isa::Avx2 && isa.usable() && kind(ty).is_some() && rows > 0 && rows.is_multiple_of(GROUP)
+    isa == Isa::Avx2
+        && isa.usable()
+        && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K)
+        && rows > 0
+        && rows.is_multiple_of(GROUP)
+}
+
+/// Packs one group of eight Q4_K rows (`block(r, b)`: row `r`'s super-block `b`) into `out`.
+fn pack_q4_k<'w>(out: &mut [u8], nb: usize, block: impl Fn(usize, usize) -> &'w [u8]) {
+    for b in 0..nb {
+        let o = &mut out[b * K_GB..(b + 1) * K_GB];
+        for r in 0..GROUP {
+            let x = block(r, b);
+            o[2 * r..2 * r + 2].copy_from_slice(&x[0..2]);
+            o[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&x[2..4]);
+            let (sc, mn) = crate::k4_scales_mins(x[4..16].try_into().expect("12 bytes"));
+            for j in 0..8 {
+                o[K_SC + 8 * j + r] = sc[j];
+            }
+            for p in 0..4 {
+                o[K_MIN + 16 * p + 2 * r] = mn[2 * p];
+                o[K_MIN + 16 * p + 2 * r + 1] = mn[2 * p + 1];
+                for s in 0..8 {
+                    let to = K_QS + 256 * p + 32 * s + 4 * r;
+                    let from = 16 + 32 * p + 4 * s;
+                    o[to..to + 4].copy_from_slice(&x[from..from + 4]);
+                }
+            }
+        }
+    }
 }
 
 /// Repacks `w` for the kernels of [`isa()`] if [`packs`] says so (`None` otherwise).
@@ -119,9 +147,29 @@ pub fn pack_for(isa: Isa, w: &Weights) -> Result<Option<Packed>, KernelError> {
     if !packs(isa, w.ty, w.rows) {
         return Ok(None);
     }
-    let (nb, rb) = (w.cols / 32, w.row_bytes());
-    let k = kind(w.ty).expect("checked by packs");
-    let gb = 8 * k.bytes;
+    let rb = w.row_bytes();
+    if w.ty == GgmlType::Q4_K {
+        let nb = w.cols / 256;
+        let mut data = vec![0u8; w.rows / GROUP * K_GB * nb];
+        data.par_chunks_mut(K_GB * nb)
+            .enumerate()
+            .for_each(|(g, out)| {
+                pack_q4_k(out, nb, |r, b| {
+                    let at = (g * GROUP + r) * rb + b * 144;
+                    &w.data[at..at + 144]
+                })
+            });
+        return Ok(Some(Packed {
+            ty: w.ty,
+            rows: w.rows,
+            cols: w.cols,
+            data,
+        }));
+    }
+    // Q4_0: eight scales, then load s (0..3) holds bytes 4s..4s+3 of every row (low nibbles:
+    // elements 4s.., high nibbles: 16+4s..)
+    let nb = w.cols / 32;
+    let gb = 8 * 18;
     let mut data = vec![0u8; w.data.len()];
     data.par_chunks_mut(gb * nb)
         .enumerate()
@@ -129,45 +177,14 @@ pub fn pack_for(isa: Isa, w: &Weights) -> Result<Option<Packed>, KernelError> {
             for l in 0..nb {
                 let o = &mut out[l * gb..(l + 1) * gb];
                 let block = |r: usize| {
-                    let at = (g * GROUP + r) * rb + l * k.bytes;
-                    &w.data[at..at + k.bytes]
+                    let at = (g * GROUP + r) * rb + l * 18;
+                    &w.data[at..at + 18]
                 };
-                let mut at = 0;
                 for r in 0..GROUP {
-                    o[at + 2 * r..at + 2 * r + 2].copy_from_slice(&block(r)[..2]);
-                }
-                at += 16;
-                if let Some(m) = k.min {
-                    for r in 0..GROUP {
-                        o[at + 2 * r..at + 2 * r + 2].copy_from_slice(&block(r)[m..m + 2]);
-                    }
-                    at += 16;
-                }
-                if let Some(hb) = k.high {
-                    // word 2 s + h (s = step 0..3, h = 0 for elements 4s..4s+3, 1 for
-                    // 16+4s..16+4s+3): bit 4 r + e is row r's element e of that step
+                    o[2 * r..2 * r + 2].copy_from_slice(&block(r)[..2]);
                     for s in 0..4 {
-                        for h in 0..2 {
-                            let mut word = 0u32;
-                            for r in 0..GROUP {
-                                let b = block(r);
-                                let qh =
-                                    u32::from_le_bytes([b[hb], b[hb + 1], b[hb + 2], b[hb + 3]]);
-                                word |= ((qh >> (16 * h + 4 * s)) & 0xF) << (4 * r);
-                            }
-                            let w4 = at + 4 * (2 * s + h);
-                            o[w4..w4 + 4].copy_from_slice(&word.to_le_bytes());
-                        }
-                    }
-                    at += 32;
-                }
-                // quant bytes: load s holds bytes 4s..4s+3 of every row (low nibbles: elements
-                // 4s.., high nibbles: 16+4s..)
-                for s in 0..4 {
-                    for r in 0..GROUP {
-                        let to = at + 32 * s + 4 * r;
-                        let from = k.qs + 4 * s;
-                        o[to..to + 4].copy_from_slice(&block(r)[from..from + 4]);
+                        let to = 16 + 32 * s + 4 * r;
+                        o[to..to + 4].copy_from_slice(&block(r)[2 + 4 * s..6 + 4 * s]);
                     }
                 }
             }
@@ -180,8 +197,9 @@ pub fn pack_for(isa: Isa, w: &Weights) -> Result<Option<Packed>, KernelError> {
     }))
 }
 
-/// Per-token activation data of the packed kernels: Q8_0 blocks (Q8_1 for the types with a
-/// minimum), and per block the f32 scale, the offset correction `off * sum(q)` and Q8_1's `s`.
+/// Per-token activation data of the packed kernels: for Q4_0, Q8_0 blocks, and per block the f32
+/// scale and the offset correction `8 * sum(q)`; for Q4_K, Q8_K blocks, their scales, and per
+/// pair of sub-blocks the two 32-element sums as two i16 in one i32 (`corr`, four per block).
 /// Kept per calling thread and reused (grows, never shrinks), so a product allocates nothing
 /// once the buffers have reached their size.
 #[derive(Default)]
@@ -189,11 +207,48 @@ struct Acts {
     q: Vec<u8>,
     d: Vec<f32>,
     corr: Vec<i32>,
-    s: Vec<f32>,
     /// Bytes of one token's activation row.
     lda: usize,
     /// Blocks per row.
     nb: usize,
+    /// Elements of `corr` per token.
+    ldc: usize,
+}
+
+/// Tokens of an `n_tokens` product that llama.cpp's repacked Q4_K multiplies four at a time
+/// (`gemm`); the rest go one by one (`gemv`).
+fn in_fours(n_tokens: usize) -> usize {
+    n_tokens - n_tokens % 4
+}
+
+/// Q8_K quantization as `ggml_quantize_mat_q8_K_4x8` (AVX2) does it for the tokens llama.cpp's
+/// repacked Q4_K multiplies four at a time: the values of `quantize_row_q8_K_ref`, but the sign
+/// of the scale is taken from whether `+max|x|` occurs anywhere in the block, not from the first
+/// element of largest magnitude (the two differ only when `+m` and `-m` are both there).
+pub fn quantize_q8_k_4x8(x: &[f32], dst: &mut [u8]) {
+    assert!(x.len().is_multiple_of(256) && dst.len() >= x.len() / 256 * 292);
+    for (x, y) in x.chunks_exact(256).zip(dst.chunks_exact_mut(292)) {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let iscale = if amax == 0.0 {
+            0.0
+        } else if x.contains(&amax) {
+            -127.0 / amax
+        } else {
+            127.0 / amax
+        };
+        let d = if amax == 0.0 { 0.0 } else { 1.0 / iscale };
+        y[..4].copy_from_slice(&d.to_le_bytes());
+        for (q, v) in y[4..260].iter_mut().zip(x) {
+            *q = ((v * iscale).round_ties_even() as i32).clamp(-128, 127) as i8 as u8;
+        }
+        for j in 0..16 {
+            let sum: i32 = y[4 + 16 * j..4 + 16 * (j + 1)]
+                .iter()
+                .map(|&q| q as i8 as i32)
+                .sum();
+            y[260 + 2 * j..262 + 2 * j].copy_from_slice(&(sum as i16).to_le_bytes());
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -225,53 +280,75 @@ fn with_acts<R>(
     r
 }
 
-fn prepare(isa: Isa, ty: GgmlType, cols: usize, xs: &[f32], n_tokens: usize, mut a: Acts) -> Acts {
-    let k = kind(ty).expect("a packable type");
-    let at = if k.min.is_some() {
-        GgmlType::Q8_1
-    } else {
-        GgmlType::Q8_0
-    };
-    let (bs, qs) = if at == GgmlType::Q8_1 {
-        (36, 4)
-    } else {
-        (34, 2)
-    };
-    let nb = cols / 32;
-    let lda = row_bytes(at, cols);
+/// [`prepare`] for Q4_K: Q8_K rows (the first [`in_fours`] tokens as llama.cpp's four-token
+/// quantizer makes them), their scales and the sums of each pair of sub-blocks.
+fn prepare_k(isa: Isa, cols: usize, xs: &[f32], n_tokens: usize, mut a: Acts) -> Acts {
+    let nb = cols / 256;
+    let lda = row_bytes(GgmlType::Q8_K, cols);
     a.q.resize(lda * n_tokens, 0);
     a.d.resize(nb * n_tokens, 0.0);
-    a.corr.resize(nb * n_tokens, 0);
-    a.s.resize(nb * n_tokens, 0.0);
+    a.corr.resize(4 * nb * n_tokens, 0);
     a.lda = lda;
     a.nb = nb;
-    let h =
-        |b: &[u8], i: usize| half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32();
+    a.ldc = 4 * nb;
+    let fours = in_fours(n_tokens);
     type Token<'t> = (
-        (&'t mut [u8], &'t [f32]),
-        ((&'t mut [f32], &'t mut [i32]), &'t mut [f32]),
+        usize,
+        ((&'t mut [u8], &'t [f32]), (&'t mut [f32], &'t mut [i32])),
     );
-    let prep = |((q, x), ((d, c), s)): Token| {
-        crate::quantize_act_isa(isa, at, x, q);
-        for l in 0..nb {
-            let b = &q[l * bs..(l + 1) * bs];
-            d[l] = h(b, 0);
-            c[l] = k.off * b[qs..].iter().map(|&v| v as i8 as i32).sum::<i32>();
-            if qs == 4 {
-                s[l] = h(b, 2);
+    let prep = |(t, ((q, x), (d, c))): Token| {
+        if t < fours {
+            quantize_q8_k_4x8(x, q);
+        } else {
+            crate::quantize_act_isa(isa, GgmlType::Q8_K, x, q);
+        }
+        for b in 0..nb {
+            let blk = &q[b * 292..(b + 1) * 292];
+            d[b] = f32::from_le_bytes(blk[..4].try_into().expect("4 bytes"));
+            let bs = |j: usize| i16::from_le_bytes([blk[260 + 2 * j], blk[261 + 2 * j]]) as i32;
+            for p in 0..4 {
+                let lo = bs(4 * p) + bs(4 * p + 1);
+                let hi = bs(4 * p + 2) + bs(4 * p + 3);
+                c[4 * b + p] = (lo as u16 as u32 | (hi as u16 as u32) << 16) as i32;
             }
         }
     };
+    a.q.par_chunks_mut(lda)
+        .zip(xs.par_chunks(cols))
+        .zip(a.d.par_chunks_mut(nb).zip(a.corr.par_chunks_mut(4 * nb)))
+        .enumerate()
+        .with_min_len(if n_tokens == 1 { 1 } else { 4 })
+        .for_each(prep);
+    a
+}
+
+fn prepare(isa: Isa, ty: GgmlType, cols: usize, xs: &[f32], n_tokens: usize, mut a: Acts) -> Acts {
+    if ty == GgmlType::Q4_K {
+        return prepare_k(isa, cols, xs, n_tokens, a);
+    }
+    let nb = cols / 32;
+    let lda = row_bytes(GgmlType::Q8_0, cols);
+    a.q.resize(lda * n_tokens, 0);
+    a.d.resize(nb * n_tokens, 0.0);
+    a.corr.resize(nb * n_tokens, 0);
+    a.lda = lda;
+    a.nb = nb;
+    a.ldc = nb;
+    type Token<'t> = ((&'t mut [u8], &'t [f32]), (&'t mut [f32], &'t mut [i32]));
+    let prep = |((q, x), (d, c)): Token| {
+        crate::quantize_act_isa(isa, GgmlType::Q8_0, x, q);
+        for l in 0..nb {
+            let b = &q[l * 34..(l + 1) * 34];
+            d[l] = half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            c[l] = 8 * b[2..].iter().map(|&v| v as i8 as i32).sum::<i32>();
+        }
+    };
     if n_tokens == 1 {
-        prep(((&mut a.q, xs), ((&mut a.d, &mut a.corr), &mut a.s)));
+        prep(((&mut a.q, xs), (&mut a.d, &mut a.corr)));
     } else {
         a.q.par_chunks_mut(lda)
             .zip(xs.par_chunks(cols))
-            .zip(
-                a.d.par_chunks_mut(nb)
-                    .zip(a.corr.par_chunks_mut(nb))
-                    .zip(a.s.par_chunks_mut(nb)),
-            )
+            .zip(a.d.par_chunks_mut(nb).zip(a.corr.par_chunks_mut(nb)))
             .for_each(prep);
     }
     a
@@ -321,16 +398,18 @@ fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
                     a: a.q[t * a.lda..].as_ptr(),
                     lda: a.lda,
                     d: a.d[t * a.nb..].as_ptr(),
-                    corr: a.corr[t * a.nb..].as_ptr(),
-                    sy: a.s[t * a.nb..].as_ptr(),
+                    corr: a.corr[t * a.ldc..].as_ptr(),
+                    ldc: a.ldc,
                     ldd: a.nb,
                     out: out.at(t * rows + g * GROUP),
                     ldo: rows,
                 };
+                // four at a time as llama.cpp's repacked Q4_K `gemm`, the rest as its `gemv`
+                let once = t >= in_fours(n_tokens);
                 // SAFETY: group g has `gbytes` bytes; tokens t..t+n have their activation rows,
                 // scales and corrections; outputs (t + j) * rows + 8 g .. + 8 belong to this
                 // task only; the CPU runs AVX2 (asserted by `gemm_packed`).
-                unsafe { crate::x86::packed::gemm(p.ty, n, panel) };
+                unsafe { crate::x86::packed::gemm(p.ty, n, once, panel) };
                 t += n;
             }
         }
@@ -343,49 +422,103 @@ fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
     }
 }
 
-/// What [`gemm_packed`] computes, in plain Rust and the same order (each row's blocks summed as
-/// `acc = fma(int as f32, d_w * d_y, acc)`, and for Q5_1 `summ = fma(m_w, s_y, summ)`, then
-/// `acc + summ`), for tests.
+/// What [`gemm_packed`] computes, in plain Rust and the same order (Q4_0: each row's blocks
+/// summed as `acc = fma(int as f32, d_w * d_y, acc)`; Q4_K: see [`reference_q4_k`]), for tests.
 ///
 /// # Panics
 /// As [`gemm_packed`], or if `w.ty` has no packed layout.
 pub fn gemm_packed_reference(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
-    let k = kind(w.ty).expect("a packable type");
+    if w.ty == GgmlType::Q4_K {
+        return reference_q4_k(w, xs, n_tokens, ys);
+    }
+    assert_eq!(w.ty, GgmlType::Q4_0, "a packable type");
     assert_eq!(xs.len(), n_tokens * w.cols);
     assert_eq!(ys.len(), n_tokens * w.rows);
     let a = prepare(Isa::Scalar, w.ty, w.cols, xs, n_tokens, Acts::default());
-    let (abs, aqs) = if k.min.is_some() { (36, 4) } else { (34, 2) };
     let rb = w.row_bytes();
     let h =
         |b: &[u8], i: usize| half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32();
-    let mut vals = [0i32; 32];
     for t in 0..n_tokens {
         for r in 0..w.rows {
-            let (mut acc, mut summ) = (0f32, 0f32);
+            let mut acc = 0f32;
             for l in 0..a.nb {
-                let b = &w.data[r * rb + l * k.bytes..r * rb + (l + 1) * k.bytes];
-                let qh = k.high.map_or(0, |o| {
-                    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-                });
-                for j in 0..16 {
-                    let h0 = ((qh >> j) & 1) << 4;
-                    let h1 = ((qh >> (j + 16)) & 1) << 4;
-                    vals[j] = ((b[k.qs + j] & 0xF) as u32 | h0) as i32 - k.off;
-                    vals[j + 16] = ((b[k.qs + j] >> 4) as u32 | h1) as i32 - k.off;
-                }
-                let blk = &a.q[t * a.lda + l * abs..t * a.lda + (l + 1) * abs];
-                let dot: i32 = vals
-                    .iter()
-                    .zip(&blk[aqs..])
-                    .map(|(&v, &q)| v * q as i8 as i32)
+                let b = &w.data[r * rb + l * 18..r * rb + (l + 1) * 18];
+                let y = &a.q[t * a.lda + l * 34 + 2..t * a.lda + (l + 1) * 34];
+                let dot: i32 = (0..16)
+                    .map(|j| {
+                        let (lo, hi) = ((b[2 + j] & 0xF) as i32 - 8, (b[2 + j] >> 4) as i32 - 8);
+                        lo * y[j] as i8 as i32 + hi * y[j + 16] as i8 as i32
+                    })
                     .sum();
-                let i = t * a.nb + l;
-                acc = (dot as f32).mul_add(h(b, 0) * a.d[i], acc);
-                if let Some(m) = k.min {
-                    summ = h(b, m).mul_add(a.s[i], summ);
+                acc = (dot as f32).mul_add(h(b, 0) * a.d[t * a.nb + l], acc);
+            }
+            ys[t * w.rows + r] = acc;
+        }
+    }
+}
+
+/// [`gemm_packed_reference`] for Q4_K: llama.cpp's repacked order, per row and token: each
+/// sub-block's integer dot times its scale, summed exactly over a pair of sub-blocks (the first
+/// [`in_fours`] tokens) or over the whole super-block (the rest), then
+/// `acc = fma(sum as f32, d_w * d_y, acc)`; the same for the mins' term
+/// (`min_j * sum(q8 of sub-block j)`, with `dmin_w * d_y`); the output is `acc - acc_min`.
+fn reference_q4_k(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
+    assert_eq!(xs.len(), n_tokens * w.cols);
+    assert_eq!(ys.len(), n_tokens * w.rows);
+    let a = prepare(
+        Isa::Scalar,
+        GgmlType::Q4_K,
+        w.cols,
+        xs,
+        n_tokens,
+        Acts::default(),
+    );
+    let rb = w.row_bytes();
+    let h =
+        |b: &[u8], i: usize| half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32();
+    for t in 0..n_tokens {
+        let per_pair = t < in_fours(n_tokens);
+        for r in 0..w.rows {
+            let (mut acc, mut accm) = (0f32, 0f32);
+            for b in 0..a.nb {
+                let x = &w.data[r * rb + b * 144..r * rb + (b + 1) * 144];
+                let y = &a.q[t * a.lda + b * 292..t * a.lda + (b + 1) * 292];
+                let (sc, mn) = crate::k4_scales_mins(x[4..16].try_into().expect("12 bytes"));
+                let dy = a.d[t * a.nb + b];
+                let (dd, dm) = (h(x, 0) * dy, h(x, 2) * dy);
+                let (mut tot, mut totm) = (0i32, 0i32);
+                for p in 0..4 {
+                    let (mut isum, mut imin) = (0i32, 0i32);
+                    for half in 0..2 {
+                        let j = 2 * p + half;
+                        let dot: i32 = (0..32)
+                            .map(|l| {
+                                let q = x[16 + 32 * p + l];
+                                let v = if half == 0 { q & 0xF } else { q >> 4 };
+                                v as i32 * y[4 + 32 * j + l] as i8 as i32
+                            })
+                            .sum();
+                        let bsum: i32 = y[4 + 32 * j..4 + 32 * (j + 1)]
+                            .iter()
+                            .map(|&q| q as i8 as i32)
+                            .sum();
+                        isum += sc[j] as i32 * dot;
+                        imin += mn[j] as i32 * bsum;
+                    }
+                    if per_pair {
+                        acc = (isum as f32).mul_add(dd, acc);
+                        accm = (imin as f32).mul_add(dm, accm);
+                    } else {
+                        tot += isum;
+                        totm += imin;
+                    }
+                }
+                if !per_pair {
+                    acc = (tot as f32).mul_add(dd, acc);
+                    accm = (totm as f32).mul_add(dm, accm);
                 }
             }
-            ys[t * w.rows + r] = if k.min.is_some() { acc + summ } else { acc };
+            ys[t * w.rows + r] = acc - accm;
         }
     }
 }

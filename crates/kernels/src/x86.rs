@@ -319,20 +319,46 @@ pub unsafe fn vec_dot_q5_1_q8_1(n: usize, x: *const u8, y: *const u8) -> f32 {
     hsum_float_8(acc) + summs
 }
 
-/// The mins term of Q4_K/Q5_K: `sum_j bsums[j] * mins[j / 2]`.
+/// The mins term of Q4_K/Q5_K as ggml's AVX2 code forms it: four i32 lanes, lane `k` holding
+/// `mins[2k] * s[2k] + mins[2k+1] * s[2k+1]` where `s[j]` is the sum of sub-block `j`'s quants
+/// (`bsums[2j] + bsums[2j+1]`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k4_mins_dot(bsums: *const u8, mins: &[u8; 8]) -> i32 {
+pub(crate) unsafe fn k4_mins_prod(bsums: *const u8, mins: &[u8; 8]) -> __m128i {
     let q8sums = load(bsums);
     let q8s = _mm_hadd_epi16(
         _mm256_castsi256_si128(q8sums),
         _mm256_extracti128_si256::<1>(q8sums),
     );
     let m = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr().cast()));
-    let prod = _mm_madd_epi16(m, q8s);
+    _mm_madd_epi16(m, q8s)
+}
+
+/// [`k4_mins_prod`] summed: `sum_j bsums[j] * mins[j / 2]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn k4_mins_dot(bsums: *const u8, mins: &[u8; 8]) -> i32 {
+    let prod = k4_mins_prod(bsums, mins);
     let s = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
     _mm_cvtsi128_si32(s)
+}
+
+/// The sum of four f32 lanes as ggml's Q4_K code takes it: `(a0 + a2) + (a1 + a3)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn hsum_float_4(a: __m128) -> f32 {
+    let a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    _mm_cvtss_f32(_mm_add_ss(a, _mm_movehdup_ps(a)))
+}
+
+/// The `-32` offset of Q6_K's quants as ggml's AVX2 code subtracts it, per i32 lane `k` of the
+/// block's sum: `32 * (bsums[2k] * scales[2k] + bsums[2k+1] * scales[2k+1])`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn q6_k_offset(bsums: *const u8, scales: *const u8) -> __m256i {
+    let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.cast()));
+    _mm256_slli_epi32::<5>(_mm256_madd_epi16(load(bsums), sc))
 }
 
 /// `ggml_vec_dot_q4_K_q8_K`, AVX2.
@@ -344,14 +370,15 @@ pub unsafe fn vec_dot_q4_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 256;
     let m4 = _mm256_set1_epi8(0xF);
     let mut acc = _mm256_setzero_ps();
-    let mut acc_m = 0f32;
+    let mut acc_m = _mm_setzero_ps();
     for i in 0..nb {
         let (bx, by) = (x.add(i * Q4K), y.add(i * Q8K));
         let yd = rd_f32(by);
         let d = yd * rd_f16(bx);
         let dmin = -yd * rd_f16(bx.add(2));
         let (scales, mins) = k4_scales_mins(&*bx.add(4).cast::<[u8; 12]>());
-        acc_m += dmin * k4_mins_dot(by.add(260), &mins) as f32;
+        let prod = _mm_cvtepi32_ps(k4_mins_prod(by.add(260), &mins));
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), prod, acc_m);
         let mut q4 = bx.add(16);
         let mut q8 = by.add(4);
         let mut sumi = _mm256_setzero_si256();
@@ -372,7 +399,7 @@ pub unsafe fn vec_dot_q4_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum_float_8(acc) + acc_m
+    hsum_float_8(acc) + hsum_float_4(acc_m)
 }
 
 /// `ggml_vec_dot_q5_K_q8_K`, AVX2.
@@ -392,7 +419,7 @@ pub unsafe fn vec_dot_q5_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
         let d = yd * rd_f16(bx);
         let dmin = -yd * rd_f16(bx.add(2));
         let (scales, mins) = k4_scales_mins(&*bx.add(4).cast::<[u8; 12]>());
-        acc_m += dmin * k4_mins_dot(by.add(260), &mins) as f32;
+        acc_m = dmin.mul_add(k4_mins_dot(by.add(260), &mins) as f32, acc_m);
         let hbits = load(bx.add(16));
         let mut hmask = _mm256_set1_epi8(1);
         let mut q5 = bx.add(48);
@@ -442,7 +469,6 @@ pub unsafe fn vec_dot_q6_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 256;
     let m4 = _mm256_set1_epi8(0xF);
     let m2 = _mm256_set1_epi8(3);
-    let m32s = _mm256_set1_epi8(32);
     let mut acc = _mm256_setzero_ps();
     for i in 0..nb {
         let (bx, by) = (x.add(i * Q6K), y.add(i * Q8K));
@@ -481,22 +507,10 @@ pub unsafe fn vec_dot_q6_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
             let q8_2 = load(q8.add(64));
             let q8_3 = load(q8.add(96));
             q8 = q8.add(128);
-            let p16_0 = _mm256_sub_epi16(
-                _mm256_maddubs_epi16(q4_0, q8_0),
-                _mm256_maddubs_epi16(m32s, q8_0),
-            );
-            let p16_1 = _mm256_sub_epi16(
-                _mm256_maddubs_epi16(q4_1, q8_1),
-                _mm256_maddubs_epi16(m32s, q8_1),
-            );
-            let p16_2 = _mm256_sub_epi16(
-                _mm256_maddubs_epi16(q4_2, q8_2),
-                _mm256_maddubs_epi16(m32s, q8_2),
-            );
-            let p16_3 = _mm256_sub_epi16(
-                _mm256_maddubs_epi16(q4_3, q8_3),
-                _mm256_maddubs_epi16(m32s, q8_3),
-            );
+            let p16_0 = _mm256_maddubs_epi16(q4_0, q8_0);
+            let p16_1 = _mm256_maddubs_epi16(q4_1, q8_1);
+            let p16_2 = _mm256_maddubs_epi16(q4_2, q8_2);
+            let p16_3 = _mm256_maddubs_epi16(q4_3, q8_3);
             let p16_0 = _mm256_madd_epi16(scale_0, p16_0);
             let p16_1 = _mm256_madd_epi16(scale_1, p16_1);
             let p16_2 = _mm256_madd_epi16(scale_2, p16_2);
@@ -504,6 +518,7 @@ pub unsafe fn vec_dot_q6_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16_0, p16_1));
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16_2, p16_3));
         }
+        sumi = _mm256_sub_epi32(sumi, q6_k_offset(by.add(260), sc));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_float_8(acc)

@@ -3,8 +3,9 @@
 
 use proptest::prelude::*;
 use slmpack_kernels::{
-    act_type, available_isas, gemm_isa, gemv_isa, quantize_act, quantize_act_isa, row_bytes, tile,
-    tile_kernel, vec_dot, GgmlType, Isa, KernelError, Weights, MAX_TILE, WEIGHT_TYPES,
+    act_type, available_isas, dot_tiled_reference, gemm_isa, gemv_isa, quantize_act,
+    quantize_act_isa, row_bytes, tile, tile_kernel, tile_ordered, tiled_order, vec_dot, GgmlType,
+    Isa, KernelError, Weights, MAX_TILE, WEIGHT_TYPES,
 };
 
 /// ggml's `tests/test-quantize-fns.cpp`: MAX_DOT_PRODUCT_ERROR (every type here; the 0.04
@@ -206,10 +207,35 @@ fn check_tiles(ty: GgmlType, n: usize, wdist: u8, xdist: u8, seed: u64) {
                 let a: Vec<u8> = aq[..k].concat();
                 let mut out = vec![f32::NAN; m * k];
                 tile(isa, ty, n, m, k, &w, &a, &mut out);
+                // llama.cpp's tiled K-quant order (8 tokens and more): its reference, bit for bit
+                if tiled_order(isa, ty, 8) {
+                    let mut tiled = vec![f32::NAN; m * k];
+                    tile_ordered(isa, ty, n, m, k, true, &w, &a, &mut tiled);
+                    for j in 0..k {
+                        for i in 0..m {
+                            let want = dot_tiled_reference(ty, n, &wq[i], &aq[j]);
+                            assert_eq!(
+                                tiled[j * m + i].to_bits(),
+                                want.to_bits(),
+                                "{ty} tiled order on {isa}, tile {m}x{k}, n={n}, row {i} token {j}"
+                            );
+                        }
+                    }
+                }
                 for j in 0..k {
                     for i in 0..m {
                         let want = vec_dot(Isa::Scalar, ty, n, &wq[i], &aq[j]);
                         let got = out[j * m + i];
+                        // AVX2 follows ggml-cpu's sums for the quantized types (tinyBLAS and the
+                        // one-row kernels sum each output alike): a tile gives the one-row bits
+                        if isa == Isa::Avx2 && ty.is_quantized() {
+                            let one = vec_dot(isa, ty, n, &wq[i], &aq[j]);
+                            assert_eq!(
+                                got.to_bits(),
+                                one.to_bits(),
+                                "{ty} on {isa}, tile {m}x{k}, n={n}, row {i} token {j}: {got} vs one-row {one}"
+                            );
+                        }
                         let tol = tolerance(&wd[i], &xs[j]);
                         assert!(
                             got.is_finite() && ((got - want) as f64).abs() <= tol,

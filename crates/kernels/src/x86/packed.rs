@@ -5,7 +5,6 @@
 
 use std::arch::x86_64::*;
 
-use super::bytes_from_bits_32;
 use crate::GgmlType;
 
 /// What one call multiplies: a packed group of eight rows against up to four tokens.
@@ -15,16 +14,16 @@ pub struct Panel {
     pub nb: usize,
     /// The group's `nb` group-blocks.
     pub w: *const u8,
-    /// Token `j`'s Q8_0 row (Q8_1 for Q5_1) at `a + j * lda`.
+    /// Token `j`'s Q8_0 row (Q8_K for Q4_K) at `a + j * lda`.
     pub a: *const u8,
     /// Bytes between tokens' activation rows.
     pub lda: usize,
     /// Token `j`'s block scales at `d + j * ldd`.
     pub d: *const f32,
-    /// Token `j`'s offset corrections at `corr + j * ldd`.
+    /// Token `j`'s offset corrections (Q4_K: sums of pairs of sub-blocks) at `corr + j * ldc`.
     pub corr: *const i32,
-    /// Token `j`'s Q8_1 sums at `sy + j * ldd` (Q5_1).
-    pub sy: *const f32,
+    /// Elements between tokens' corrections.
+    pub ldc: usize,
     /// Elements between tokens' per-block arrays.
     pub ldd: usize,
     /// Token `j`'s eight outputs at `out + j * ldo`.
@@ -33,115 +32,155 @@ pub struct Panel {
     pub ldo: usize,
 }
 
-/// `N` tokens against one packed group of eight rows: Q4_0 (`!Q5`, `!MIN`), Q5_0 (`Q5`) or
-/// Q5_1 (`Q5`, `MIN`).
+/// `N` tokens against one packed group of eight Q4_0 rows.
 ///
 /// # Safety
 /// Every pointer of `p` is valid for what its field says (`nb` blocks, `N` tokens, 8 writable
 /// outputs per token); the CPU runs AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn group<const Q5: bool, const MIN: bool, const N: usize>(p: Panel) {
-    let Panel {
-        nb,
-        w,
-        a,
-        lda,
-        d,
-        corr,
-        sy,
-        ldd,
-        out,
-        ldo,
-    } = p;
-    let qh_at = if MIN { 32 } else { 16 };
-    let qs_at = if Q5 { qh_at + 32 } else { qh_at };
-    let gb = qs_at + 128;
-    // activation blocks: Q8_1 (d, s, 32 quants) or Q8_0 (d, 32 quants)
-    let (abs, aqs) = if MIN { (36, 4) } else { (34, 2) };
-    let mut summ = [_mm256_setzero_ps(); N];
+unsafe fn group<const N: usize>(p: Panel) {
+    let gb = 16 + 128;
     let m4 = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); N];
-    for l in 0..nb {
-        let b = w.add(l * gb);
-        let mut s32 = [_mm256_setzero_si256(); N];
+    for l in 0..p.nb {
+        let b = p.w.add(l * gb);
         let mut s16 = [_mm256_setzero_si256(); N];
         for s in 0..4 {
-            let v = _mm256_loadu_si256(b.add(qs_at + 32 * s).cast());
-            let mut lo = _mm256_and_si256(v, m4);
-            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
-            if Q5 {
-                let bit = _mm256_set1_epi8(0x10);
-                let h0 = (b.add(qh_at + 8 * s) as *const u32).read_unaligned();
-                let h1 = (b.add(qh_at + 4 + 8 * s) as *const u32).read_unaligned();
-                lo = _mm256_or_si256(lo, _mm256_and_si256(bytes_from_bits_32(h0), bit));
-                hi = _mm256_or_si256(hi, _mm256_and_si256(bytes_from_bits_32(h1), bit));
-            }
+            let v = _mm256_loadu_si256(b.add(16 + 32 * s).cast());
+            let lo = _mm256_and_si256(v, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
             for j in 0..N {
-                let y = a.add(j * lda + l * abs + aqs);
+                let y = p.a.add(j * p.lda + l * 34 + 2);
                 let ylo = _mm256_set1_epi32((y.add(4 * s) as *const i32).read_unaligned());
                 let yhi = _mm256_set1_epi32((y.add(16 + 4 * s) as *const i32).read_unaligned());
+                // i16 lanes hold at most 8 products (8 * 2 * 15 * 127 < 2^15)
                 s16[j] = _mm256_add_epi16(
                     s16[j],
                     _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi)),
                 );
             }
-            // i16 lanes hold at most 8 products of Q4_0 (8 * 2 * 15 * 127 < 2^15) or 4 of
-            // Q5_0 (4 * 2 * 31 * 127 < 2^15) before they are widened
-            if !Q5 && s == 3 || Q5 && s % 2 == 1 {
-                for j in 0..N {
-                    s32[j] = _mm256_add_epi32(s32[j], _mm256_madd_epi16(s16[j], ones));
-                    s16[j] = _mm256_setzero_si256();
-                }
-            }
         }
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(b.cast()));
         for j in 0..N {
-            let dot = if MIN {
-                s32[j]
-            } else {
-                _mm256_sub_epi32(s32[j], _mm256_set1_epi32(*corr.add(j * ldd + l)))
-            };
-            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*d.add(j * ldd + l)));
+            // the unsigned nibbles' products, less 8 * sum(y) for the offset of -8
+            let dot = _mm256_sub_epi32(
+                _mm256_madd_epi16(s16[j], ones),
+                _mm256_set1_epi32(*p.corr.add(j * p.ldc + l)),
+            );
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(*p.d.add(j * p.ldd + l)));
             acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[j]);
         }
-        if MIN {
-            let mw = _mm256_cvtph_ps(_mm_loadu_si128(b.add(16).cast()));
+    }
+    for j in 0..N {
+        _mm256_storeu_ps(p.out.add(j * p.ldo), acc[j]);
+    }
+}
+
+/// `N` tokens against one packed group of eight Q4_K rows ([`crate::packed`]'s Q4_K layout),
+/// Q8_K activations: each pair of sub-blocks' scaled integer sums are added to the f32
+/// accumulators at once (`!ONCE`, llama.cpp's four-token `gemm`) or first summed over the
+/// super-block (`ONCE`, its `gemv`).
+///
+/// # Safety
+/// As [`group`]; `corr` holds four pair sums per super-block, `d` one scale.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_q4_k<const N: usize, const ONCE: bool>(p: Panel) {
+    use crate::packed::K_GB;
+    const K_SC: usize = 32;
+    const K_MIN: usize = K_SC + 64;
+    const K_QS: usize = K_MIN + 64;
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut accm = [_mm256_setzero_ps(); N];
+    for b in 0..p.nb {
+        let g = p.w.add(b * K_GB);
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(g.cast()));
+        let mw = _mm256_cvtph_ps(_mm_loadu_si128(g.add(16).cast()));
+        let mut dy = [_mm256_setzero_ps(); N];
+        for j in 0..N {
+            dy[j] = _mm256_set1_ps(*p.d.add(j * p.ldd + b));
+        }
+        let mut tot = [_mm256_setzero_si256(); N];
+        let mut totm = [_mm256_setzero_si256(); N];
+        for pr in 0..4 {
+            let mut lo16 = [_mm256_setzero_si256(); N];
+            let mut hi16 = [_mm256_setzero_si256(); N];
+            // eight steps of four elements: each i16 lane sums 16 products, at most
+            // 16 * 15 * 127 < 2^15
+            for s in 0..8 {
+                let v = _mm256_loadu_si256(g.add(K_QS + 256 * pr + 32 * s).cast());
+                let lo = _mm256_and_si256(v, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                for j in 0..N {
+                    let y = p.a.add(j * p.lda + b * 292 + 4 + 64 * pr + 4 * s);
+                    let ylo = _mm256_set1_epi32((y as *const i32).read_unaligned());
+                    let yhi = _mm256_set1_epi32((y.add(32) as *const i32).read_unaligned());
+                    lo16[j] = _mm256_add_epi16(lo16[j], _mm256_maddubs_epi16(lo, ylo));
+                    hi16[j] = _mm256_add_epi16(hi16[j], _mm256_maddubs_epi16(hi, yhi));
+                }
+            }
+            // sub-block scales as i16 pairs (row r's in both halves of 32-bit lane r)
+            let scale = |j: usize| {
+                let v = _mm_loadl_epi64(g.add(K_SC + 8 * j).cast());
+                _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v))
+            };
+            let (slo, shi) = (scale(2 * pr), scale(2 * pr + 1));
+            let mins = _mm256_cvtepu8_epi16(_mm_loadu_si128(g.add(K_MIN + 16 * pr).cast()));
             for j in 0..N {
-                summ[j] = _mm256_fmadd_ps(mw, _mm256_set1_ps(*sy.add(j * ldd + l)), summ[j]);
+                let isum = _mm256_add_epi32(
+                    _mm256_madd_epi16(lo16[j], slo),
+                    _mm256_madd_epi16(hi16[j], shi),
+                );
+                let bs = _mm256_set1_epi32(*p.corr.add(j * p.ldc + 4 * b + pr));
+                let imin = _mm256_madd_epi16(mins, bs);
+                if ONCE {
+                    tot[j] = _mm256_add_epi32(tot[j], isum);
+                    totm[j] = _mm256_add_epi32(totm[j], imin);
+                } else {
+                    acc[j] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, dy[j]), acc[j]);
+                    accm[j] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(imin),
+                        _mm256_mul_ps(mw, dy[j]),
+                        accm[j],
+                    );
+                }
+            }
+        }
+        if ONCE {
+            for j in 0..N {
+                acc[j] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot[j]), _mm256_mul_ps(dw, dy[j]), acc[j]);
+                accm[j] = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(totm[j]),
+                    _mm256_mul_ps(mw, dy[j]),
+                    accm[j],
+                );
             }
         }
     }
     for j in 0..N {
-        let r = if MIN {
-            _mm256_add_ps(acc[j], summ[j])
-        } else {
-            acc[j]
-        };
-        _mm256_storeu_ps(out.add(j * ldo), r);
+        _mm256_storeu_ps(p.out.add(j * p.ldo), _mm256_sub_ps(acc[j], accm[j]));
     }
 }
 
-/// [`group`] for `ty` (Q4_0, Q5_0 or Q5_1) and `n` tokens (1 to 4).
+/// [`group`] for Q4_0, [`group_q4_k`] for Q4_K (summed as llama.cpp's `gemv` if `once`), `n`
+/// tokens (1 to 4).
 ///
 /// # Safety
 /// As [`group`].
-pub unsafe fn gemm(ty: GgmlType, n: usize, p: Panel) {
-    macro_rules! go {
-        ($q5:literal, $min:literal) => {
-            match n {
-                1 => group::<$q5, $min, 1>(p),
-                2 => group::<$q5, $min, 2>(p),
-                3 => group::<$q5, $min, 3>(p),
-                4 => group::<$q5, $min, 4>(p),
-                _ => unreachable!("1 to 4 tokens"),
-            }
-        };
-    }
-    match ty {
-        GgmlType::Q4_0 => go!(false, false),
-        GgmlType::Q5_0 => go!(true, false),
-        GgmlType::Q5_1 => go!(true, true),
-        _ => unreachable!("packed types are Q4_0, Q5_0 and Q5_1"),
+pub unsafe fn gemm(ty: GgmlType, n: usize, once: bool, p: Panel) {
+    match (ty, n, once) {
+        (GgmlType::Q4_0, 1, _) => group::<1>(p),
+        (GgmlType::Q4_0, 2, _) => group::<2>(p),
+        (GgmlType::Q4_0, 3, _) => group::<3>(p),
+        (GgmlType::Q4_0, 4, _) => group::<4>(p),
+        (GgmlType::Q4_K, 4, false) => group_q4_k::<4, false>(p),
+        (GgmlType::Q4_K, 1, _) => group_q4_k::<1, true>(p),
+        (GgmlType::Q4_K, 2, _) => group_q4_k::<2, true>(p),
+        (GgmlType::Q4_K, 3, _) => group_q4_k::<3, true>(p),
+        (GgmlType::Q4_K, 4, true) => group_q4_k::<4, true>(p),
+        _ => unreachable!("packed types are Q4_0 and Q4_K, 1 to 4 tokens"),
     }
 }

@@ -20,10 +20,47 @@
 use std::arch::x86_64::*;
 
 use super::{
-    bytes_from_bits_32, bytes_from_nibbles_32, hsum_float_8, k4_mins_dot, load, rd_f16, Q4K, Q4_0,
-    Q4_1, Q5K, Q5_0, Q5_1, Q6K, Q8K, Q8_0, Q8_1,
+    bytes_from_bits_32, bytes_from_nibbles_32, hsum_float_4, hsum_float_8, k4_mins_dot,
+    k4_mins_prod, load, q6_k_offset, rd_f16, Q4K, Q4_0, Q4_1, Q5K, Q5_0, Q5_1, Q6K, Q8K, Q8_0,
+    Q8_1,
 };
 use crate::{k4_scales_mins, rd_f32, rd_u32, GgmlType, TileFn};
+
+/// The sum of the eight i32 lanes of `v` (exact).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)))
+}
+
+/// One super-block of llama.cpp's tiled K-quant product (`ggml-cpu/tiled`), for one weight
+/// row and token: `res = d_w * s1` (`s1` the block's exact integer dot with the sub-block
+/// scales), less `dmin_w * s2` in one rounding (`s2` the mins times the activation sums), then
+/// `acc = fma(res, d_y, acc)`.
+#[inline(always)]
+fn tiled_step(acc: f32, dw: f32, s1: i32, dmin: Option<(f32, i32)>, dy: f32) -> f32 {
+    let mut res = dw * s1 as f32;
+    if let Some((m, s2)) = dmin {
+        res = (-m).mul_add(s2 as f32, res);
+    }
+    res.mul_add(dy, acc)
+}
+
+/// Writes the scalar accumulators of the tiled K-quant order.
+#[inline(always)]
+unsafe fn store_tiled<const M: usize, const N: usize>(
+    acc: &[[f32; N]; M],
+    out: *mut f32,
+    ldo: usize,
+) {
+    for i in 0..M {
+        for j in 0..N {
+            *out.add(j * ldo + i) = acc[i][j];
+        }
+    }
+}
 
 /// The largest tile any kernel here computes.
 pub const MAX_M: usize = 4;
@@ -224,9 +261,10 @@ unsafe fn tile_q1<B: Q1, const M: usize, const N: usize>(
     store(&acc, &summs, out, ldo);
 }
 
-/// Q4_K weights times Q8_K activations.
+/// Q4_K weights times Q8_K activations: the one-row kernel's sums, or with `TILED` llama.cpp's
+/// tiled product's ([`tiled_step`]).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q4_k<const M: usize, const N: usize>(
+unsafe fn tile_q4_k<const M: usize, const N: usize, const TILED: bool>(
     n: usize,
     w: *const u8,
     ldw: usize,
@@ -240,11 +278,14 @@ unsafe fn tile_q4_k<const M: usize, const N: usize>(
     let nb = n / 256;
     let m4 = _mm256_set1_epi8(0xF);
     let mut acc = [[_mm256_setzero_ps(); N]; M];
-    let mut acc_m = [[0f32; N]; M];
+    // the mins' term in four lanes, as ggml's one-row kernel keeps it
+    let mut acc_m = [[_mm_setzero_ps(); N]; M];
+    let mut tacc = [[0f32; N]; M];
     for l in 0..nb {
         let mut sc = [[0u8; 8]; M];
         let mut dx = [0f32; M];
         let mut dmx = [0f32; M];
+        let mut s2 = [[0i32; N]; M];
         for i in 0..M {
             let bx = w.add(i * ldw + l * Q4K);
             dx[i] = rd_f16(bx);
@@ -253,7 +294,13 @@ unsafe fn tile_q4_k<const M: usize, const N: usize>(
             sc[i] = scales;
             for j in 0..N {
                 let by = a.add(j * lda + l * Q8K);
-                acc_m[i][j] -= rd_f32(by) * dmx[i] * k4_mins_dot(by.add(260), &mins) as f32;
+                if TILED {
+                    s2[i][j] = k4_mins_dot(by.add(260), &mins);
+                } else {
+                    let prod = _mm_cvtepi32_ps(k4_mins_prod(by.add(260), &mins));
+                    let dmin = _mm_set1_ps(-rd_f32(by) * dmx[i]);
+                    acc_m[i][j] = _mm_fmadd_ps(dmin, prod, acc_m[i][j]);
+                }
             }
         }
         let mut sumi = [[_mm256_setzero_si256(); N]; M];
@@ -283,20 +330,36 @@ unsafe fn tile_q4_k<const M: usize, const N: usize>(
         for j in 0..N {
             let yd = rd_f32(a.add(j * lda + l * Q8K));
             for i in 0..M {
-                acc[i][j] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(dx[i] * yd),
-                    _mm256_cvtepi32_ps(sumi[i][j]),
-                    acc[i][j],
-                );
+                if TILED {
+                    let s1 = hsum_i32(sumi[i][j]);
+                    tacc[i][j] = tiled_step(tacc[i][j], dx[i], s1, Some((dmx[i], s2[i][j])), yd);
+                } else {
+                    acc[i][j] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(dx[i] * yd),
+                        _mm256_cvtepi32_ps(sumi[i][j]),
+                        acc[i][j],
+                    );
+                }
             }
         }
     }
-    store(&acc, &acc_m, out, ldo);
+    if TILED {
+        store_tiled(&tacc, out, ldo);
+        return;
+    }
+    let mut extra = [[0f32; N]; M];
+    for i in 0..M {
+        for j in 0..N {
+            extra[i][j] = hsum_float_4(acc_m[i][j]);
+        }
+    }
+    store(&acc, &extra, out, ldo);
 }
 
-/// Q5_K weights times Q8_K activations.
+/// Q5_K weights times Q8_K activations: the one-row kernel's sums, or with `TILED` llama.cpp's
+/// tiled product's ([`tiled_step`]).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q5_k<const M: usize, const N: usize>(
+unsafe fn tile_q5_k<const M: usize, const N: usize, const TILED: bool>(
     n: usize,
     w: *const u8,
     ldw: usize,
@@ -312,18 +375,25 @@ unsafe fn tile_q5_k<const M: usize, const N: usize>(
     let m16 = _mm256_set1_epi8(16);
     let mut acc = [[_mm256_setzero_ps(); N]; M];
     let mut acc_m = [[0f32; N]; M];
+    let mut tacc = [[0f32; N]; M];
     for l in 0..nb {
         let mut sc = [[0u8; 8]; M];
         let mut dx = [0f32; M];
+        let mut dmx = [0f32; M];
+        let mut s2 = [[0i32; N]; M];
         for i in 0..M {
             let bx = w.add(i * ldw + l * Q5K);
             dx[i] = rd_f16(bx);
-            let dmin = rd_f16(bx.add(2));
+            dmx[i] = rd_f16(bx.add(2));
             let (scales, mins) = k4_scales_mins(&*bx.add(4).cast::<[u8; 12]>());
             sc[i] = scales;
             for j in 0..N {
                 let by = a.add(j * lda + l * Q8K);
-                acc_m[i][j] -= rd_f32(by) * dmin * k4_mins_dot(by.add(260), &mins) as f32;
+                s2[i][j] = k4_mins_dot(by.add(260), &mins);
+                if !TILED {
+                    // ggml's one-row kernel: `summs += dmin * sum`, an FMA as GCC contracts it
+                    acc_m[i][j] = (-rd_f32(by) * dmx[i]).mul_add(s2[i][j] as f32, acc_m[i][j]);
+                }
             }
         }
         let mut sumi = [[_mm256_setzero_si256(); N]; M];
@@ -362,21 +432,31 @@ unsafe fn tile_q5_k<const M: usize, const N: usize>(
         for j in 0..N {
             let yd = rd_f32(a.add(j * lda + l * Q8K));
             for i in 0..M {
-                acc[i][j] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(dx[i] * yd),
-                    _mm256_cvtepi32_ps(sumi[i][j]),
-                    acc[i][j],
-                );
+                if TILED {
+                    let s1 = hsum_i32(sumi[i][j]);
+                    tacc[i][j] = tiled_step(tacc[i][j], dx[i], s1, Some((dmx[i], s2[i][j])), yd);
+                } else {
+                    acc[i][j] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(dx[i] * yd),
+                        _mm256_cvtepi32_ps(sumi[i][j]),
+                        acc[i][j],
+                    );
+                }
             }
         }
+    }
+    if TILED {
+        store_tiled(&tacc, out, ldo);
+        return;
     }
     store(&acc, &acc_m, out, ldo);
 }
 
-/// Q6_K weights times Q8_K activations. The `-32` offset of the quants is applied per token
-/// (`32 * q8`, computed once and shared by the `M` rows).
+/// Q6_K weights times Q8_K activations. The `-32` offset of the quants is subtracted per block
+/// from the lanes ggml's one-row kernel takes it from (`32 * bsums * scales`).
+/// With `TILED`, llama.cpp's tiled product's sums instead ([`tiled_step`]).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q6_k<const M: usize, const N: usize>(
+unsafe fn tile_q6_k<const M: usize, const N: usize, const TILED: bool>(
     n: usize,
     w: *const u8,
     ldw: usize,
@@ -390,8 +470,8 @@ unsafe fn tile_q6_k<const M: usize, const N: usize>(
     let nb = n / 256;
     let m4 = _mm256_set1_epi8(0xF);
     let m2 = _mm256_set1_epi8(3);
-    let m32s = _mm256_set1_epi8(32);
     let mut acc = [[_mm256_setzero_ps(); N]; M];
+    let mut tacc = [[0f32; N]; M];
     for l in 0..nb {
         let mut sumi = [[_mm256_setzero_si256(); N]; M];
         // 8 groups of 32 quants: group g of half h uses ql[h*64 + (g&1)*32], shift (g>>1)*4,
@@ -421,9 +501,8 @@ unsafe fn tile_q6_k<const M: usize, const N: usize>(
                 }
                 for j in 0..N {
                     let y = load(a.add(j * lda + l * Q8K + 4 + 128 * h + 32 * g));
-                    let y32 = _mm256_maddubs_epi16(m32s, y);
                     for i in 0..M {
-                        let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q[i], y), y32);
+                        let p = _mm256_maddubs_epi16(q[i], y);
                         sumi[i][j] = _mm256_add_epi32(sumi[i][j], _mm256_madd_epi16(s[i], p));
                     }
                 }
@@ -433,54 +512,76 @@ unsafe fn tile_q6_k<const M: usize, const N: usize>(
             let d = rd_f16(w.add(i * ldw + l * Q6K + 208));
             for j in 0..N {
                 let yd = rd_f32(a.add(j * lda + l * Q8K));
-                acc[i][j] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(d * yd),
-                    _mm256_cvtepi32_ps(sumi[i][j]),
-                    acc[i][j],
+                let off = q6_k_offset(
+                    a.add(j * lda + l * Q8K + 260),
+                    w.add(i * ldw + l * Q6K + 192),
                 );
+                sumi[i][j] = _mm256_sub_epi32(sumi[i][j], off);
+                if TILED {
+                    tacc[i][j] = tiled_step(tacc[i][j], d, hsum_i32(sumi[i][j]), None, yd);
+                } else {
+                    acc[i][j] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(d * yd),
+                        _mm256_cvtepi32_ps(sumi[i][j]),
+                        acc[i][j],
+                    );
+                }
             }
         }
+    }
+    if TILED {
+        store_tiled(&tacc, out, ldo);
+        return;
     }
     store(&acc, &[[0f32; N]; M], out, ldo);
 }
 
 /// Picks the instance of a generic tile kernel for a run-time `(m, n)`.
 macro_rules! pick {
-    ($m:expr, $n:expr, $f:ident $(, $t:ty)?) => {
+    ($m:expr, $n:expr, $f:ident $(, $t:ty)? $(; $c:literal)?) => {
         match ($m, $n) {
-            (1, 1) => $f::<$($t,)? 1, 1> as TileFn,
-            (1, 2) => $f::<$($t,)? 1, 2>,
-            (1, 3) => $f::<$($t,)? 1, 3>,
-            (1, 4) => $f::<$($t,)? 1, 4>,
-            (2, 1) => $f::<$($t,)? 2, 1>,
-            (2, 2) => $f::<$($t,)? 2, 2>,
-            (2, 3) => $f::<$($t,)? 2, 3>,
-            (2, 4) => $f::<$($t,)? 2, 4>,
-            (3, 1) => $f::<$($t,)? 3, 1>,
-            (3, 2) => $f::<$($t,)? 3, 2>,
-            (3, 3) => $f::<$($t,)? 3, 3>,
-            (3, 4) => $f::<$($t,)? 3, 4>,
-            (4, 1) => $f::<$($t,)? 4, 1>,
-            (4, 2) => $f::<$($t,)? 4, 2>,
-            (4, 3) => $f::<$($t,)? 4, 3>,
-            (4, 4) => $f::<$($t,)? 4, 4>,
+            (1, 1) => $f::<$($t,)? 1, 1 $(, $c)?> as TileFn,
+            (1, 2) => $f::<$($t,)? 1, 2 $(, $c)?>,
+            (1, 3) => $f::<$($t,)? 1, 3 $(, $c)?>,
+            (1, 4) => $f::<$($t,)? 1, 4 $(, $c)?>,
+            (2, 1) => $f::<$($t,)? 2, 1 $(, $c)?>,
+            (2, 2) => $f::<$($t,)? 2, 2 $(, $c)?>,
+            (2, 3) => $f::<$($t,)? 2, 3 $(, $c)?>,
+            (2, 4) => $f::<$($t,)? 2, 4 $(, $c)?>,
+            (3, 1) => $f::<$($t,)? 3, 1 $(, $c)?>,
+            (3, 2) => $f::<$($t,)? 3, 2 $(, $c)?>,
+            (3, 3) => $f::<$($t,)? 3, 3 $(, $c)?>,
+            (3, 4) => $f::<$($t,)? 3, 4 $(, $c)?>,
+            (4, 1) => $f::<$($t,)? 4, 1 $(, $c)?>,
+            (4, 2) => $f::<$($t,)? 4, 2 $(, $c)?>,
+            (4, 3) => $f::<$($t,)? 4, 3 $(, $c)?>,
+            (4, 4) => $f::<$($t,)? 4, 4 $(, $c)?>,
             _ => return None,
         }
     };
 }
 
 /// The AVX2 tile kernel for weights `ty` computing `m` rows x `n` activation rows
-/// (`1 <= m <= MAX_M`, `1 <= n <= MAX_N`), if there is one.
-pub fn tile_kernel(ty: GgmlType, m: usize, n: usize) -> Option<TileFn> {
+/// (`1 <= m <= MAX_M`, `1 <= n <= MAX_N`), if there is one; for Q4_K/Q5_K/Q6_K with `tiled`,
+/// the one that sums as llama.cpp's tiled K-quant product.
+pub fn tile_kernel(ty: GgmlType, m: usize, n: usize, tiled: bool) -> Option<TileFn> {
+    if tiled {
+        return Some(match ty {
+            GgmlType::Q4_K => pick!(m, n, tile_q4_k; true),
+            GgmlType::Q5_K => pick!(m, n, tile_q5_k; true),
+            GgmlType::Q6_K => pick!(m, n, tile_q6_k; true),
+            _ => return None,
+        });
+    }
     Some(match ty {
         GgmlType::Q8_0 => pick!(m, n, tile_q0, BQ8_0),
         GgmlType::Q4_0 => pick!(m, n, tile_q0, BQ4_0),
         GgmlType::Q5_0 => pick!(m, n, tile_q0, BQ5_0),
         GgmlType::Q4_1 => pick!(m, n, tile_q1, BQ4_1),
         GgmlType::Q5_1 => pick!(m, n, tile_q1, BQ5_1),
-        GgmlType::Q4_K => pick!(m, n, tile_q4_k),
-        GgmlType::Q5_K => pick!(m, n, tile_q5_k),
-        GgmlType::Q6_K => pick!(m, n, tile_q6_k),
+        GgmlType::Q4_K => pick!(m, n, tile_q4_k; false),
+        GgmlType::Q5_K => pick!(m, n, tile_q5_k; false),
+        GgmlType::Q6_K => pick!(m, n, tile_q6_k; false),
         _ => return None,
     })
 }

@@ -1,0 +1,156 @@
+//! The AVX2 kernels against ggml-cpu itself: llama.cpp's CPU library, as llama-cpp-python builds
+//! it into `.venv` (`tests/setup-python.sh`), is loaded and its own activation quantizers and
+//! one-row dot products (`ggml_get_type_traits_cpu`) run on the same random rows as ours. On a
+//! CPU where that build uses AVX2 (and not AVX-512, whose sums are grouped otherwise), every
+//! quantized type must give ggml's bits: the same activation bytes and the same f32 dot product.
+//! This is what makes slmpack's logits bit-identical to llama.cpp's (tests/oracle/test_infer.py).
+#![cfg(target_arch = "x86_64")]
+
+use std::path::PathBuf;
+
+use slmpack_kernels::{act_type, quantize_act_isa, row_bytes, vec_dot, GgmlType, Isa};
+
+mod common;
+use common::values;
+
+/// `struct ggml_type_traits_cpu` (ggml-cpu.h).
+#[repr(C)]
+struct TraitsCpu {
+    from_float: Option<unsafe extern "C" fn(*const f32, *mut u8, i64)>,
+    vec_dot:
+        Option<unsafe extern "C" fn(i32, *mut f32, usize, *const u8, usize, *const u8, usize, i32)>,
+    vec_dot_type: i32,
+    nrows: i64,
+}
+
+fn library() -> PathBuf {
+    if let Some(p) = std::env::var_os("SLMPACK_GGML_CPU_LIB") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let lib = std::fs::read_dir(root.join(".venv/lib"))
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("site-packages/llama_cpp/lib/libggml-cpu.so"))
+        .find(|p| p.exists());
+    lib.unwrap_or_else(|| {
+        panic!(
+            "llama.cpp's libggml-cpu.so is not in {}/.venv\n  hint: run `bash tests/setup-python.sh` \
+             (installs llama-cpp-python), or set SLMPACK_GGML_CPU_LIB",
+            root.display()
+        )
+    })
+}
+
+#[test]
+fn avx2_kernels_give_ggml_cpus_bits() {
+    if !Isa::Avx2.usable() {
+        eprintln!(
+            "note: no AVX2 on this CPU; the comparison with ggml-cpu's AVX2 code does not apply"
+        );
+        return;
+    }
+    let path = library();
+    // SAFETY: the library is llama.cpp's ggml-cpu; the symbols are used with their C signatures.
+    let lib = unsafe { libloading::Library::new(&path) }
+        .unwrap_or_else(|e| panic!("cannot load `{}`: {e}", path.display()));
+    let (traits, avx512) = unsafe {
+        let init: libloading::Symbol<unsafe extern "C" fn()> = lib.get(b"ggml_cpu_init").unwrap();
+        init();
+        let has512: libloading::Symbol<unsafe extern "C" fn() -> i32> =
+            lib.get(b"ggml_cpu_has_avx512").unwrap();
+        let traits: libloading::Symbol<unsafe extern "C" fn(i32) -> *const TraitsCpu> =
+            lib.get(b"ggml_get_type_traits_cpu").unwrap();
+        (*traits, has512() != 0)
+    };
+    let mut checked = 0;
+    let mut differ = std::collections::BTreeMap::new();
+    for ty in [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ] {
+        let at = act_type(ty).unwrap();
+        // SAFETY: ggml returns a pointer to a static table entry for every type id
+        let (tw, ta) = unsafe { (&*traits(ty as i32), &*traits(at as i32)) };
+        assert_eq!(
+            tw.vec_dot_type, at as i32,
+            "{ty}: ggml pairs it with another activation type"
+        );
+        let (from_float, dot) = (ta.from_float.unwrap(), tw.vec_dot.unwrap());
+        for (n, seed) in [(256usize, 1u64), (512, 2), (1536, 3), (4096, 4)] {
+            for case in 0..8u64 {
+                let s = seed * 100 + case;
+                let w = values(n, s, if case % 2 == 0 { 1.0 } else { 0.02 });
+                let mut x = values(n, s + 7, 3.0);
+                if case == 7 {
+                    // saturated activations
+                    x.iter_mut()
+                        .enumerate()
+                        .for_each(|(i, v)| *v = if i % 3 == 0 { -5.0 } else { 5.0 });
+                }
+                let mut wq = vec![0u8; row_bytes(ty, n)];
+                slmpack_quant::quantize(ty, &w, n, &mut wq).unwrap();
+                let mut ours_a = vec![0u8; row_bytes(at, n)];
+                let mut ggml_a = vec![0u8; row_bytes(at, n)];
+                quantize_act_isa(Isa::Avx2, at, &x, &mut ours_a);
+                // SAFETY: buffers of the sizes ggml expects for `n` elements
+                unsafe { from_float(x.as_ptr(), ggml_a.as_mut_ptr(), n as i64) };
+                if at == GgmlType::Q8_K {
+                    // ggml leaves `bsums` of an all-zero block unwritten; none here
+                    assert!(x.chunks(256).all(|b| b.iter().any(|&v| v != 0.0)));
+                }
+                assert!(
+                    ours_a == ggml_a,
+                    "{ty} n={n} case {case}: activation bytes differ from ggml's"
+                );
+                let ours = vec_dot(Isa::Avx2, ty, n, &wq, &ours_a);
+                let mut theirs = f32::NAN;
+                // SAFETY: one row of `n` elements each, one output
+                unsafe {
+                    dot(
+                        n as i32,
+                        &mut theirs,
+                        0,
+                        wq.as_ptr(),
+                        0,
+                        ggml_a.as_ptr(),
+                        0,
+                        1,
+                    )
+                };
+                let tol = 1e-5 * (1.0 + theirs.abs());
+                assert!(
+                    (ours - theirs).abs() <= tol,
+                    "{ty} n={n} case {case}: {ours} vs ggml {theirs}"
+                );
+                if ours.to_bits() != theirs.to_bits() {
+                    *differ.entry(ty.to_string()).or_insert(0) += 1;
+                }
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("dot products not bit-identical to ggml-cpu's, of 32 per type: {differ:?}");
+    assert_eq!(checked, 11 * 4 * 8);
+    if avx512 {
+        eprintln!("note: this llama.cpp build uses AVX-512; compared within 1e-5, not bit for bit");
+    } else {
+        // the float types' one-row kernels are not ggml's order (see the note at the top)
+        differ.retain(|t, _| !matches!(t.as_str(), "F32" | "F16" | "BF16"));
+        assert!(
+            differ.is_empty(),
+            "quantized types not bit-identical to ggml-cpu: {differ:?}"
+        );
+    }
+}
