@@ -305,13 +305,11 @@ def smollm2_variants(tmp_path_factory):
     return get
 
 
-# Greedy continuations of 32 tokens. The issue asks for identical continuations at F16 and Q8_0;
-# we do not reach that yet: llama.cpp decodes one token at a time through other kernels than its
-# prompt path (`ggml_vec_dot_f16` instead of tinyBLAS, which slmpack follows) and our decode
-# matches those only partly (bit-identical logits for the first ~12 positions of a token-by-token
-# run). Measured: f16 4 of 5 prompts identical, q8_0 3 of 5, q4_1 1 of 5; every divergence is at
-# a near-tie (llama.cpp's own batched logits differ by < 0.1, or prefer slmpack's token).
-GREEDY_TYPES = ["q4_1", "f16", "q8_0"]
+# Greedy continuations of 32 tokens (or to EOS), token for token as llama.cpp's. llama.cpp
+# decodes one token at a time through other kernels than its prompt path (`vec_dot` instead of
+# tinyBLAS, the repack's `gemv`, `ggml_vec_dot_f16` for attention over all its cache rows, at
+# least 256) and slmpack follows both paths, so every prompt must continue identically.
+GREEDY_TYPES = ["q4_1", "f16", "q8_0", "q4_0", "q4_k_m"]
 
 
 @pytest.mark.parametrize("wtype", GREEDY_TYPES)
@@ -328,20 +326,17 @@ def test_smollm2_greedy_continuations(tmp_path, smollm2_variants, wtype):
         same = 0
         while same < min(len(ours), len(ref)) and ours[same] == ref[same]:
             same += 1
-        assert len(ref) >= 8 and len(ours) >= 8, (p, ours, ref)
         report.append((p, same, len(ours), len(ref)))
-        if same == min(len(ours), len(ref)):
-            assert len(ours) == len(ref), f"{p!r}: one side stopped early: {ours} vs {ref}"
-            print(f"\n{p!r}: all {same} tokens identical")
-            continue
-        # a divergence is acceptable only at a near-tie of llama.cpp's own logits
-        llm.reset()
-        llm.eval(prompt + ref[:same])
-        row = np.array(llm.scores[llm.n_tokens - 1])
-        margin = float(row[ref[same]] - row[ours[same]])
-        print(f"\n{p!r}: first {same} of {len(ref)} tokens identical; at the divergence llama.cpp "
-              f"prefers {ref[same]} over slmpack's {ours[same]} by {margin:.3f} logits")
-        assert margin <= 0.5, f"{p!r}: diverged at token {same} by {margin}: {ours} vs {ref}"
+        assert len(ref) >= 8 and len(ours) >= 8, (p, ours, ref)
+        if ours != ref:
+            # say how close llama.cpp's own logits were at the divergence
+            llm.reset()
+            llm.eval(prompt + ref[:same])
+            row = np.array(llm.scores[llm.n_tokens - 1])
+            margin = float(row[ref[same]] - row[ours[same]]) if same < min(len(ours), len(ref)) else None
+            pytest.fail(f"{p!r}: first {same} tokens identical, then slmpack {ours[same:]} vs llama.cpp "
+                        f"{ref[same:]} (llama.cpp's margin there: {margin})")
+        print(f"\n{p!r}: all {same} tokens identical")
 
 
 # Teacher-forced top-1 agreement with llama.cpp (its defaults: F16 KV cache, no flash attention,

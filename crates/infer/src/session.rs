@@ -270,7 +270,7 @@ impl<'m, 'a> Session<'m, 'a> {
             // query tokens or more when the rows count is a multiple of 4 and the row length one
             // of 8, else `ggml_vec_dot_f16` (`dot_f16_ggml`); the softmax uses libm's `expf` past
             // the row's last group of 8
-            let row_len = pos0 + n;
+            let row_len = llama_kv_len(pos0 + n, n_ctx);
             let kq_tiny = n >= 2 && row_len.is_multiple_of(4) && hd.is_multiple_of(8);
             let pv_tiny = n >= 2 && hd.is_multiple_of(4) && row_len.is_multiple_of(8);
             let out = SyncOut(s.att.as_mut_ptr());
@@ -416,6 +416,16 @@ fn add_bias(y: &mut [f32], b: Option<&[f32]>) {
             }
         }
     }
+}
+
+/// The number of cache cells llama.cpp's attention rows span after a batch that ends at `used`
+/// cells, in a cache of `n_ctx`: at least 256, in steps of 256, at most the cache
+/// (`llama_kv_cache::get_n_kv`). The cells past `used` are masked, so they add only zeros; what
+/// the length changes is which kernels llama.cpp picks and where their vector loops end
+/// (tinyBLAS or `ggml_vec_dot_f16`, the latter's f64 tail, the softmax's libm tail), and the
+/// attention here follows the same choices.
+fn llama_kv_len(used: usize, n_ctx: usize) -> usize {
+    used.next_multiple_of(256).max(256).min(n_ctx).max(used)
 }
 
 #[cfg(test)]
