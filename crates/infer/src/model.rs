@@ -345,8 +345,8 @@ impl<'a> Loader<'a> {
     }
 }
 
-/// Repacks the matrices the kernels have a faster layout for (`slmpack_kernels::packed`: Q4_0,
-/// Q5_1 and Q4_K on AVX2), once, in parallel; `output` is `None` when it is the tied token
+/// Repacks the matrices the kernels have a faster layout for (`slmpack_kernels::packed`: Q4_0
+/// and Q4_K on AVX2, as llama.cpp repacks them), once, in parallel; `output` is `None` when it is the tied token
 /// embedding, which llama.cpp does not repack either. `SLMPACK_REPACK=0` keeps every matrix as it
 /// is in the file (to compare the two paths).
 fn repack<'a>(

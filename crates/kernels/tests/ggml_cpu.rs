@@ -154,3 +154,53 @@ fn avx2_kernels_give_ggml_cpus_bits() {
         );
     }
 }
+
+/// The four-token Q8_K quantizer of llama.cpp's repacked Q4_K (`ggml_quantize_mat_q8_K_4x8`)
+/// against ours ([`slmpack_kernels::packed::quantize_q8_k_4x8`]): the same scales and values,
+/// including blocks where `+max|x|` and `-max|x|` both occur (where the sign rule differs from
+/// `quantize_row_q8_K`'s).
+#[test]
+fn four_token_q8_k_quantizer_gives_ggml_cpus_bytes() {
+    if !Isa::Avx2.usable() {
+        eprintln!(
+            "note: no AVX2 on this CPU; the comparison with ggml-cpu's AVX2 code does not apply"
+        );
+        return;
+    }
+    let path = library();
+    // SAFETY: llama.cpp's ggml-cpu, used with the C signature of the symbol.
+    let lib = unsafe { libloading::Library::new(&path) }
+        .unwrap_or_else(|e| panic!("cannot load `{}`: {e}", path.display()));
+    let quant4: libloading::Symbol<unsafe extern "C" fn(*const f32, *mut u8, i64)> =
+        unsafe { lib.get(b"ggml_quantize_mat_q8_K_4x8").unwrap() };
+    for (k, seed) in [(256usize, 1u64), (1536, 2)] {
+        let mut x = values(4 * k, seed, 2.0);
+        // row 1, first block: the largest magnitude as -m before +m
+        x[k + 3] = -7.0;
+        x[k + 100] = 7.0;
+        // row 2: a block of zeros
+        x[2 * k..2 * k + 256].iter_mut().for_each(|v| *v = 0.0);
+        let nb = k / 256;
+        // block_q8_Kx4: d[4] f32, qs[1024] (8-byte chunks of the 4 rows in turn), bsums[64]
+        let mut theirs = vec![0u8; nb * (16 + 1024 + 128)];
+        // SAFETY: four rows of k floats in, nb blocks of 1168 bytes out
+        unsafe { quant4(x.as_ptr(), theirs.as_mut_ptr(), k as i64) };
+        for r in 0..4 {
+            let mut ours = vec![0u8; nb * 292];
+            slmpack_kernels::packed::quantize_q8_k_4x8(&x[r * k..(r + 1) * k], &mut ours);
+            for b in 0..nb {
+                let t = &theirs[b * 1168..(b + 1) * 1168];
+                let o = &ours[b * 292..(b + 1) * 292];
+                assert_eq!(
+                    &t[4 * r..4 * r + 4],
+                    &o[..4],
+                    "k={k} row {r} block {b}: scale"
+                );
+                for e in 0..256 {
+                    let te = t[16 + 32 * (e / 8) + 8 * r + e % 8];
+                    assert_eq!(te, o[4 + e], "k={k} row {r} block {b} element {e}");
+                }
+            }
+        }
+    }
+}
