@@ -192,6 +192,9 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
     if n_tokens == 0 || w.rows == 0 {
         return;
     }
+    if w.ty == GgmlType::F16 && isa == Isa::Avx2 && gemm_f16_as_llama(isa, w, xs, n_tokens, ys) {
+        return;
+    }
     let at = act_type(w.ty).expect("validated");
     let f = kernel(isa, w.ty).expect("usable isa has every kernel");
     let (cols, rows) = (w.cols, w.rows);
@@ -267,6 +270,73 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
             });
         }
     });
+}
+
+/// F16 weights on AVX2, summed as llama.cpp sums them (false, and nothing written, if the weight
+/// bytes are not 2-byte aligned): the activations rounded to f16, then for two tokens or more
+/// with rows in fours and rows of whole 8-element steps tinyBLAS's order
+/// ([`crate::vec::gemm_f16`]), else `ggml_vec_dot_f16`'s ([`crate::vec::dots_f16_ggml`]).
+fn gemm_f16_as_llama(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) -> bool {
+    let Ok(wd) = bytemuck::try_cast_slice::<u8, u16>(w.data) else {
+        return false;
+    };
+    let (rows, cols) = (w.rows, w.cols);
+    let tiny = n_tokens >= 2 && rows.is_multiple_of(4) && cols.is_multiple_of(8);
+    with_scratch(2 * n_tokens * cols, |buf| {
+        let xh: &mut [u16] = bytemuck::cast_slice_mut(buf);
+        if n_tokens == 1 {
+            crate::vec::to_f16_isa(isa, xs, xh);
+        } else {
+            xh.par_chunks_mut(cols)
+                .zip(xs.par_chunks(cols))
+                .for_each(|(h, x)| crate::vec::to_f16_isa(isa, x, h));
+        }
+        let xh: &[u16] = xh;
+        let chunk = rows_per_task(rows, 2 * cols * n_tokens.min(8)).next_multiple_of(4);
+        let out = Out(ys.as_mut_ptr());
+        let task = |c: usize| {
+            let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+            let wc = &wd[r0 * cols..r1 * cols];
+            if tiny {
+                // SAFETY: outputs t * rows + r for r in r0..r1 belong to this task only
+                unsafe {
+                    crate::vec::gemm_f16_ptr(
+                        isa,
+                        xh,
+                        cols,
+                        n_tokens,
+                        wc,
+                        cols,
+                        r1 - r0,
+                        cols,
+                        out.at(r0),
+                        rows,
+                    )
+                };
+            } else {
+                for t in 0..n_tokens {
+                    // SAFETY: as above; the slice is inside `ys`
+                    let o =
+                        unsafe { std::slice::from_raw_parts_mut(out.at(t * rows + r0), r1 - r0) };
+                    crate::vec::dots_f16_ggml_isa(
+                        isa,
+                        &xh[t * cols..(t + 1) * cols],
+                        wc,
+                        cols,
+                        cols,
+                        o,
+                    );
+                }
+            }
+        };
+        let n_chunks = rows.div_ceil(chunk);
+        if n_chunks == 1 {
+            task(0);
+        } else {
+            (0..n_chunks).into_par_iter().for_each(task);
+        }
+    });
+    true
 }
 
 /// The tile kernels of one product: `mr` weight rows x `nr` tokens per call, with the smaller

@@ -2,7 +2,8 @@
 //! it into `.venv` (`tests/setup-python.sh`), is loaded and its own activation quantizers and
 //! one-row dot products (`ggml_get_type_traits_cpu`) run on the same random rows as ours. On a
 //! CPU where that build uses AVX2 (and not AVX-512, whose sums are grouped otherwise), every
-//! quantized type must give ggml's bits: the same activation bytes and the same f32 dot product.
+//! quantized type and F16 must give ggml's bits: the same activation bytes and the same f32 dot
+//! product.
 //! This is what makes slmpack's logits bit-identical to llama.cpp's (tests/oracle/test_infer.py).
 #![cfg(target_arch = "x86_64")]
 
@@ -42,6 +43,13 @@ fn library() -> PathBuf {
             root.display()
         )
     })
+}
+
+/// Little-endian u16 values of `b`.
+fn bytemuck_u16(b: &[u8]) -> Vec<u16> {
+    b.chunks_exact(2)
+        .map(|p| u16::from_le_bytes([p[0], p[1]]))
+        .collect()
 }
 
 #[test]
@@ -114,7 +122,15 @@ fn avx2_kernels_give_ggml_cpus_bits() {
                     ours_a == ggml_a,
                     "{ty} n={n} case {case}: activation bytes differ from ggml's"
                 );
-                let ours = vec_dot(Isa::Avx2, ty, n, &wq, &ours_a);
+                let ours = if ty == GgmlType::F16 {
+                    // F16 weight products run `ggml_vec_dot_f16`'s order (slmpack_kernels::gemm)
+                    let (h, xa) = (bytemuck_u16(&wq), bytemuck_u16(&ours_a));
+                    let mut o = [0f32];
+                    slmpack_kernels::vec::dots_f16_ggml_isa(Isa::Avx2, &xa, &h, n, n, &mut o);
+                    o[0]
+                } else {
+                    vec_dot(Isa::Avx2, ty, n, &wq, &ours_a)
+                };
                 let mut theirs = f32::NAN;
                 // SAFETY: one row of `n` elements each, one output
                 unsafe {
@@ -146,8 +162,8 @@ fn avx2_kernels_give_ggml_cpus_bits() {
     if avx512 {
         eprintln!("note: this llama.cpp build uses AVX-512; compared within 1e-5, not bit for bit");
     } else {
-        // the float types' one-row kernels are not ggml's order (see the note at the top)
-        differ.retain(|t, _| !matches!(t.as_str(), "F32" | "F16" | "BF16"));
+        // the F32/BF16 one-row kernels are not ggml's order (F16's products are, above)
+        differ.retain(|t, _| !matches!(t.as_str(), "F32" | "BF16"));
         assert!(
             differ.is_empty(),
             "quantized types not bit-identical to ggml-cpu: {differ:?}"
