@@ -376,6 +376,21 @@ fn gemv_and_gemm_check_every_output_element() {
                                 got.is_finite() && ((got - want) as f64).abs() <= tol,
                                 "{ty} {isa} rows={rows} tokens={n_tokens} token {t} row {r}: {got} vs scalar {want} (tol {tol:e})"
                             );
+                            // AVX2 sums as llama.cpp does: whatever the path (one row, tiles,
+                            // decode tiles), the bits of the one-row kernel or, for K-quant
+                            // batches of 8 and more, of the tiled order
+                            if isa == Isa::Avx2 && ty.is_quantized() {
+                                let exact = if tiled_order(isa, ty, n_tokens) {
+                                    dot_tiled_reference(ty, cols, wr, &a)
+                                } else {
+                                    vec_dot(isa, ty, cols, wr, &a)
+                                };
+                                assert_eq!(
+                                    got.to_bits(),
+                                    exact.to_bits(),
+                                    "{ty} rows={rows} tokens={n_tokens} token {t} row {r}: {got} vs {exact}"
+                                );
+                            }
                         }
                     }
                 }
