@@ -52,18 +52,25 @@ fn bytemuck_u16(b: &[u8]) -> Vec<u16> {
         .collect()
 }
 
-#[test]
-fn avx2_kernels_give_ggml_cpus_bits() {
+/// llama.cpp's ggml-cpu, loaded; `None` (with a note) on a CPU without AVX2, where the
+/// comparison with its AVX2 code does not apply.
+fn load() -> Option<libloading::Library> {
     if !Isa::Avx2.usable() {
         eprintln!(
             "note: no AVX2 on this CPU; the comparison with ggml-cpu's AVX2 code does not apply"
         );
-        return;
+        return None;
     }
     let path = library();
-    // SAFETY: the library is llama.cpp's ggml-cpu; the symbols are used with their C signatures.
+    // SAFETY: the library is llama.cpp's ggml-cpu; its symbols are used with their C signatures.
     let lib = unsafe { libloading::Library::new(&path) }
         .unwrap_or_else(|e| panic!("cannot load `{}`: {e}", path.display()));
+    Some(lib)
+}
+
+#[test]
+fn avx2_kernels_give_ggml_cpus_bits() {
+    let Some(lib) = load() else { return };
     let (traits, avx512) = unsafe {
         let init: libloading::Symbol<unsafe extern "C" fn()> = lib.get(b"ggml_cpu_init").unwrap();
         init();
@@ -177,16 +184,7 @@ fn avx2_kernels_give_ggml_cpus_bits() {
 /// `quantize_row_q8_K`'s).
 #[test]
 fn four_token_q8_k_quantizer_gives_ggml_cpus_bytes() {
-    if !Isa::Avx2.usable() {
-        eprintln!(
-            "note: no AVX2 on this CPU; the comparison with ggml-cpu's AVX2 code does not apply"
-        );
-        return;
-    }
-    let path = library();
-    // SAFETY: llama.cpp's ggml-cpu, used with the C signature of the symbol.
-    let lib = unsafe { libloading::Library::new(&path) }
-        .unwrap_or_else(|e| panic!("cannot load `{}`: {e}", path.display()));
+    let Some(lib) = load() else { return };
     let quant4: libloading::Symbol<unsafe extern "C" fn(*const f32, *mut u8, i64)> =
         unsafe { lib.get(b"ggml_quantize_mat_q8_K_4x8").unwrap() };
     for (k, seed) in [(256usize, 1u64), (1536, 2)] {
