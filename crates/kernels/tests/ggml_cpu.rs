@@ -9,7 +9,9 @@
 
 use std::path::PathBuf;
 
-use slmpack_kernels::{act_type, quantize_act_isa, row_bytes, vec_dot, GgmlType, Isa};
+use slmpack_kernels::{
+    act_type, quantize_act_isa, row_bytes, vec_dot, GgmlType, Isa, WEIGHT_TYPES,
+};
 
 mod common;
 use common::values;
@@ -82,19 +84,7 @@ fn avx2_kernels_give_ggml_cpus_bits() {
     };
     let mut checked = 0;
     let mut differ = std::collections::BTreeMap::new();
-    for ty in [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-    ] {
+    for ty in WEIGHT_TYPES {
         let at = act_type(ty).unwrap();
         // SAFETY: ggml returns a pointer to a static table entry for every type id
         let (tw, ta) = unsafe { (&*traits(ty as i32), &*traits(at as i32)) };
@@ -165,7 +155,7 @@ fn avx2_kernels_give_ggml_cpus_bits() {
         }
     }
     eprintln!("dot products not bit-identical to ggml-cpu's, of 32 per type: {differ:?}");
-    assert_eq!(checked, 11 * 4 * 8);
+    assert_eq!(checked, WEIGHT_TYPES.len() * 4 * 8);
     if avx512 {
         eprintln!("note: this llama.cpp build uses AVX-512; compared within 1e-5, not bit for bit");
     } else {

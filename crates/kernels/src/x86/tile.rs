@@ -48,6 +48,39 @@ fn tiled_step(acc: f32, dw: f32, s1: i32, dmin: Option<(f32, i32)>, dy: f32) -> 
     res.mul_add(dy, acc)
 }
 
+/// The end of super-block `l` of a Q4_K/Q5_K tile: the integer sums `sumi` (and the mins'
+/// `s2`) into the one-row kernel's lane accumulators `acc`, or with `TILED` into the tiled
+/// order's scalars `tacc` ([`tiled_step`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k_block_end<const M: usize, const N: usize, const TILED: bool>(
+    sumi: &[[__m256i; N]; M],
+    dx: &[f32; M],
+    dmx: &[f32; M],
+    s2: &[[i32; N]; M],
+    a: *const u8,
+    lda: usize,
+    l: usize,
+    acc: &mut [[__m256; N]; M],
+    tacc: &mut [[f32; N]; M],
+) {
+    for j in 0..N {
+        let yd = rd_f32(a.add(j * lda + l * Q8K));
+        for i in 0..M {
+            if TILED {
+                let s1 = hsum_i32(sumi[i][j]);
+                tacc[i][j] = tiled_step(tacc[i][j], dx[i], s1, Some((dmx[i], s2[i][j])), yd);
+            } else {
+                acc[i][j] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dx[i] * yd),
+                    _mm256_cvtepi32_ps(sumi[i][j]),
+                    acc[i][j],
+                );
+            }
+        }
+    }
+}
+
 /// Writes the scalar accumulators of the tiled K-quant order.
 #[inline(always)]
 unsafe fn store_tiled<const M: usize, const N: usize>(
@@ -327,21 +360,7 @@ unsafe fn tile_q4_k<const M: usize, const N: usize, const TILED: bool>(
                 }
             }
         }
-        for j in 0..N {
-            let yd = rd_f32(a.add(j * lda + l * Q8K));
-            for i in 0..M {
-                if TILED {
-                    let s1 = hsum_i32(sumi[i][j]);
-                    tacc[i][j] = tiled_step(tacc[i][j], dx[i], s1, Some((dmx[i], s2[i][j])), yd);
-                } else {
-                    acc[i][j] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(dx[i] * yd),
-                        _mm256_cvtepi32_ps(sumi[i][j]),
-                        acc[i][j],
-                    );
-                }
-            }
-        }
+        k_block_end::<M, N, TILED>(&sumi, &dx, &dmx, &s2, a, lda, l, &mut acc, &mut tacc);
     }
     if TILED {
         store_tiled(&tacc, out, ldo);
@@ -429,21 +448,7 @@ unsafe fn tile_q5_k<const M: usize, const N: usize, const TILED: bool>(
                 }
             }
         }
-        for j in 0..N {
-            let yd = rd_f32(a.add(j * lda + l * Q8K));
-            for i in 0..M {
-                if TILED {
-                    let s1 = hsum_i32(sumi[i][j]);
-                    tacc[i][j] = tiled_step(tacc[i][j], dx[i], s1, Some((dmx[i], s2[i][j])), yd);
-                } else {
-                    acc[i][j] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(dx[i] * yd),
-                        _mm256_cvtepi32_ps(sumi[i][j]),
-                        acc[i][j],
-                    );
-                }
-            }
-        }
+        k_block_end::<M, N, TILED>(&sumi, &dx, &dmx, &s2, a, lda, l, &mut acc, &mut tacc);
     }
     if TILED {
         store_tiled(&tacc, out, ldo);
