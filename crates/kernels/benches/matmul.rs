@@ -6,13 +6,17 @@
 //! second, where one element is one floating-point operation (2 * rows * cols * tokens), so
 //! `Gelem/s` reads as GFLOP/s.
 //!
-//! Q4_0 and Q4_K are also measured in the 8-row packed layout (`avx2-packed`,
-//! `slmpack_kernels::packed`), which is what the runtime uses for them on AVX2. The calling thread
+//! Q4_0 and Q4_K are also measured in the 8-row packed layout (`avx2-packed`, `avx512-packed`,
+//! `avx512vnni-packed`; `slmpack_kernels::packed`), which is what the runtime uses for them on
+//! x86. The calling thread
 //! is made part of rayon's pool (as in `slmpack run`, which runs inside its pool), so a product
 //! does not pay for waking a worker; `RAYON_NUM_THREADS` sets the thread count.
 //!
-//! `SLMPACK_BENCH_TYPES=q4_0,q8_0` restricts the weight types (default: all); the 576x49152
-//! gemm runs only with `SLMPACK_BENCH_FULL=1` (seconds per iteration on the scalar path).
+//! `SLMPACK_BENCH_TYPES=q4_0,q8_0` restricts the weight types (default: all),
+//! `SLMPACK_BENCH_ISAS=avx2,avx512vnni` the instruction sets (default: every one this CPU runs),
+//! `SLMPACK_BENCH_SHAPES=576x1536` the shapes (default: all four);
+//! the 576x49152 gemm runs only with `SLMPACK_BENCH_FULL=1` (seconds per iteration on the scalar
+//! path). `SLMPACK_TILE=MxN` sets the prefill tile shape (see `slmpack_kernels::tile_shape`).
 
 use std::hint::black_box;
 
@@ -52,6 +56,25 @@ fn types() -> Vec<GgmlType> {
     }
 }
 
+fn isas() -> Vec<Isa> {
+    let all = available_isas();
+    match std::env::var("SLMPACK_BENCH_ISAS") {
+        Ok(list) => list
+            .split(',')
+            .map(|t| {
+                let isa = Isa::from_name(t)
+                    .unwrap_or_else(|| panic!("SLMPACK_BENCH_ISAS: unknown set `{t}`"));
+                assert!(
+                    all.contains(&isa),
+                    "SLMPACK_BENCH_ISAS: `{isa}` cannot run here"
+                );
+                isa
+            })
+            .collect(),
+        Err(_) => all,
+    }
+}
+
 fn bench(c: &mut Criterion) {
     rayon::ThreadPoolBuilder::new()
         .use_current_thread()
@@ -63,6 +86,14 @@ fn bench(c: &mut Criterion) {
         for &(cols, rows) in &SHAPES {
             if !cols.is_multiple_of(ty.block_size()) {
                 continue; // K-quants need rows of a multiple of 256
+            }
+            if let Ok(only) = std::env::var("SLMPACK_BENCH_SHAPES") {
+                if !only
+                    .split(',')
+                    .any(|s| s.trim() == format!("{cols}x{rows}"))
+                {
+                    continue;
+                }
             }
             let wf = data(rows * cols, 1);
             let mut wq = vec![0u8; rows * slmpack_kernels::row_bytes(ty, cols)];
@@ -76,16 +107,18 @@ fn bench(c: &mut Criterion) {
             g.throughput(Throughput::Bytes(wq.len() as u64));
             let x = data(cols, 2);
             let mut y = vec![0f32; rows];
-            for isa in available_isas() {
+            for isa in isas() {
                 g.bench_function(BenchmarkId::new(isa.name(), &shape), |b| {
                     b.iter(|| gemv_isa(isa, &w, black_box(&x), &mut y))
                 });
             }
-            let packed = pack_for(Isa::Avx2, &w).expect("valid weights");
-            if let Some(p) = &packed {
-                g.bench_function(BenchmarkId::new("avx2-packed", &shape), |b| {
-                    b.iter(|| gemm_packed(p, black_box(&x), 1, &mut y))
-                });
+            let packed: Vec<_> = isas()
+                .into_iter()
+                .filter_map(|isa| pack_for(isa, &w).expect("valid weights"))
+                .collect();
+            for p in &packed {
+                let id = BenchmarkId::new(format!("{}-packed", p.isa), &shape);
+                g.bench_function(id, |b| b.iter(|| gemm_packed(p, black_box(&x), 1, &mut y)));
             }
             g.finish();
 
@@ -99,13 +132,14 @@ fn bench(c: &mut Criterion) {
             ));
             let xs = data(cols * PREFILL_TOKENS, 3);
             let mut ys = vec![0f32; rows * PREFILL_TOKENS];
-            for isa in available_isas() {
+            for isa in isas() {
                 g.bench_function(BenchmarkId::new(isa.name(), &shape), |b| {
                     b.iter(|| gemm_isa(isa, &w, black_box(&xs), PREFILL_TOKENS, &mut ys))
                 });
             }
-            if let Some(p) = &packed {
-                g.bench_function(BenchmarkId::new("avx2-packed", &shape), |b| {
+            for p in &packed {
+                let id = BenchmarkId::new(format!("{}-packed", p.isa), &shape);
+                g.bench_function(id, |b| {
                     b.iter(|| gemm_packed(p, black_box(&xs), PREFILL_TOKENS, &mut ys))
                 });
             }

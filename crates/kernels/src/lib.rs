@@ -8,19 +8,18 @@
 //!
 //! Every dot product exists as a scalar reference ([`scalar`], written after ggml's generic code in
 //! `ggml-cpu/quants.c`, names kept: `vec_dot_q4_0_q8_0` is `ggml_vec_dot_q4_0_q8_0`) and as SIMD
-//! versions: AVX2+FMA+F16C on x86_64 ([`x86`]), NEON and NEON+dotprod on aarch64 ([`arm`]).
+//! versions: on x86_64 AVX2+FMA+F16C, AVX-512 (F/BW/VL) and AVX-512 with VNNI ([`x86`]: one source
+//! per kernel compiled for each level; the same bits on every level), NEON and NEON+dotprod on
+//! aarch64 ([`arm`]).
 //! The instruction set is chosen at run time, once ([`isa`]), and can be forced with the
 //! `SLMPACK_ISA` environment variable (`scalar|avx2|avx512|avx512vnni|neon|dotprod`); a request this
 //! CPU or this build cannot serve prints a warning to stderr and falls back to the best available
 //! set, so no request can lead to an illegal instruction.
 //!
-//! AVX-512 (and VNNI) are detected and reported but have no kernels in this build: such CPUs run
-//! the AVX2 kernels.
-//!
 //! [`gemv`] (decode, one token) and [`gemm`] (prefill, several tokens) quantize the activations
 //! once per call into reusable per-thread scratch memory and split the weight rows over rayon's
 //! pool. Where the instruction set has tile kernels ([`TileFn`], AVX2 for every quantized type)
-//! they run those: a tile unpacks each weight block once and multiplies it with several tokens
+//! they run those (the x86 sets for every quantized type): a tile unpacks each weight block once and multiplies it with several tokens
 //! (prefill, [`tile_shape`]), keeping one accumulator per row and token. Decode (one token) and instruction
 //! sets without tiles call the one-row [`DotFn`] per row (and token).
 
@@ -53,9 +52,9 @@ pub enum Isa {
     Scalar,
     /// x86_64 AVX2 with FMA and F16C.
     Avx2,
-    /// x86_64 AVX-512 F/BW/VL (detected and reported; no kernels in this build).
+    /// x86_64 AVX-512 F/BW/VL (with AVX2, FMA and F16C).
     Avx512,
-    /// x86_64 AVX-512 with VNNI (detected and reported; no kernels in this build).
+    /// x86_64 AVX-512 F/BW/VL with VNNI (`vpdpbusd`).
     Avx512Vnni,
     /// aarch64 Advanced SIMD.
     Neon,
@@ -126,14 +125,20 @@ impl Isa {
         }
     }
 
-    /// True if this build has kernels for this instruction set (AVX-512 has none yet).
+    /// True if this build has kernels for this instruction set.
     pub const fn has_kernels(self) -> bool {
         match self {
             Isa::Scalar => true,
-            Isa::Avx2 => cfg!(target_arch = "x86_64"),
-            Isa::Avx512 | Isa::Avx512Vnni => false,
+            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => cfg!(target_arch = "x86_64"),
             Isa::Neon | Isa::Dotprod => cfg!(target_arch = "aarch64"),
         }
+    }
+
+    /// True for the x86_64 sets (AVX2 and the AVX-512 ones): the same kernel sources, the same
+    /// summation orders, the same bits; helpers without an AVX-512 version (activation
+    /// quantization, f16 conversion, attention's vector helpers) run their AVX2 code there.
+    pub const fn is_x86(self) -> bool {
+        matches!(self, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni)
     }
 
     /// True if kernels for this set exist and this CPU runs them.
@@ -212,16 +217,12 @@ pub fn isa() -> Isa {
 pub fn isa_report() -> String {
     let cpu: Vec<&str> = detected_isas().iter().map(|i| i.name()).collect();
     let forced = std::env::var("SLMPACK_ISA").is_ok();
-    let mut s = format!(
+    format!(
         "kernels: {} (cpu: {}; forced by SLMPACK_ISA: {})",
         isa(),
         cpu.join(" "),
         if forced { "yes" } else { "no" }
-    );
-    if detected_isas().iter().any(|i| !i.has_kernels()) {
-        s.push_str("; avx512 kernels not built, avx2 used");
-    }
-    s
+    )
 }
 
 /// The weight types with dot products here.
@@ -293,7 +294,8 @@ pub fn quantize_act(act: GgmlType, x: &[f32], dst: &mut [u8]) {
     }
 }
 
-/// [`quantize_act`] with the SIMD code of `isa` where there is some (AVX2: Q8_0 and Q8_1), bit
+/// [`quantize_act`] with the SIMD code of `isa` where there is some (x86: Q8_0 and Q8_1 with
+/// AVX2 code on every x86 set), bit
 /// for bit the same bytes.
 ///
 /// # Panics
@@ -301,7 +303,7 @@ pub fn quantize_act(act: GgmlType, x: &[f32], dst: &mut [u8]) {
 pub fn quantize_act_isa(isa: Isa, act: GgmlType, x: &[f32], dst: &mut [u8]) {
     assert!(isa.usable(), "instruction set `{isa}` cannot run here");
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && matches!(act, GgmlType::Q8_0 | GgmlType::Q8_1) {
+    if isa.is_x86() && matches!(act, GgmlType::Q8_0 | GgmlType::Q8_1) {
         assert_eq!(dst.len(), row_bytes(act, x.len()), "activation buffer size");
         // SAFETY: sizes checked (row_bytes asserts whole blocks); the CPU runs AVX2.
         unsafe { x86::quantize_row_q8(x, dst, act == GgmlType::Q8_1) };
@@ -323,7 +325,7 @@ pub fn kernel(isa: Isa, ty: GgmlType) -> Option<DotFn> {
     match isa {
         Isa::Scalar => scalar::kernel(ty),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => x86::kernel(ty),
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => x86::kernel(isa, ty),
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => arm::kernel(ty, false),
         #[cfg(target_arch = "aarch64")]
@@ -388,7 +390,7 @@ pub fn act_scales(act: GgmlType, n: usize, a: &[u8], out: &mut [f32]) {
 }
 
 /// The tile kernel for `m` weight rows x `k` activation rows of type `ty` on `isa`, if this build
-/// has one (AVX2: every quantized type; other sets run [`kernel`] per element). Each output is
+/// has one (the x86 sets: every quantized type; other sets run [`kernel`] per element). Each output is
 /// summed as the one-row kernel sums it.
 pub fn tile_kernel(isa: Isa, ty: GgmlType, m: usize, k: usize) -> Option<TileFn> {
     tile_kernel_ordered(isa, ty, m, k, false)
@@ -400,9 +402,7 @@ pub fn tile_kernel(isa: Isa, ty: GgmlType, m: usize, k: usize) -> Option<TileFn>
 /// (the exact integer sums; the second term in one rounding), then `acc = fma(res, d_y, acc)`.
 /// Elsewhere a product sums as the one-row kernels (ggml's `vec_dot`).
 pub fn tiled_order(isa: Isa, ty: GgmlType, n_tokens: usize) -> bool {
-    isa == Isa::Avx2
-        && n_tokens >= 8
-        && matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K)
+    isa.is_x86() && n_tokens >= 8 && matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K)
 }
 
 /// [`tile_kernel`], or with `tiled` the kernel that sums as [`tiled_order`] says (`None` for the
@@ -416,7 +416,7 @@ pub fn tile_kernel_ordered(
 ) -> Option<TileFn> {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => x86::tile::tile_kernel(ty, m, k, tiled),
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => x86::tile::tile_kernel(isa, ty, m, k, tiled),
         _ => {
             let _ = (ty, m, k, tiled);
             None
@@ -507,15 +507,47 @@ pub fn dot_tiled_reference(ty: GgmlType, n: usize, w: &[u8], act: &[u8]) -> f32 
 }
 
 /// The tile shape (weight rows, activation rows) [`gemm`] uses for `ty` on `isa` when there is
-/// more than one token, or `None` where there are no tile kernels.
+/// more than one token, or `None` where there are no tile kernels. `SLMPACK_TILE=MxN` (e.g.
+/// `3x4`, each 1 to 4) overrides it for every type, to tune a new CPU with the benchmarks; the
+/// sums, and so the results, do not depend on the shape.
 pub fn tile_shape(isa: Isa, ty: GgmlType) -> Option<(usize, usize)> {
     tile_kernel(isa, ty, 1, 1)?;
+    if let Some(shape) = tile_override() {
+        return Some(shape);
+    }
     // measured on SmolLM2 shapes (576x1536, 1536x576, 64 tokens; docs/performance.md): 4-row
-    // tiles spill accumulators to the stack with AVX2's 16 registers
+    // tiles spill accumulators to the stack with AVX2's 16 registers; with AVX-512's 32 (Xeon,
+    // VNNI, one thread) 3x4 led for the 32-blocks (4x4 equal for Q8_0/Q4_0, 7-12% behind for
+    // Q4_1/Q5_0) and 2x4 for the K-quants (4x4: 20-28% behind for Q4_K/Q5_K)
+    let wide = matches!(isa, Isa::Avx512 | Isa::Avx512Vnni);
     Some(match ty {
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K if wide => (2, 4),
+        _ if wide => (3, 4),
         GgmlType::Q4_K | GgmlType::Q5_K => (2, 3),
         GgmlType::Q6_K => (2, 2),
         _ => (2, 4),
+    })
+}
+
+/// Parses a `SLMPACK_TILE` value: `MxN` with `1 <= M <= MAX_TILE.0`, `1 <= N <= MAX_TILE.1`.
+pub fn parse_tile(s: &str) -> Option<(usize, usize)> {
+    let (m, n) = s.trim().split_once(['x', 'X'])?;
+    let (m, n) = (m.trim().parse().ok()?, n.trim().parse().ok()?);
+    ((1..=MAX_TILE.0).contains(&m) && (1..=MAX_TILE.1).contains(&n)).then_some((m, n))
+}
+
+/// `SLMPACK_TILE`, read once; a value that does not parse is reported on stderr and ignored.
+fn tile_override() -> Option<(usize, usize)> {
+    static TILE: OnceLock<Option<(usize, usize)>> = OnceLock::new();
+    *TILE.get_or_init(|| {
+        let v = std::env::var("SLMPACK_TILE").ok()?;
+        let shape = parse_tile(&v);
+        if shape.is_none() {
+            eprintln!(
+                "warning: `SLMPACK_TILE={v}` is not a tile shape; using the defaults\n  hint: write rows x tokens, e.g. `SLMPACK_TILE=3x4`, each 1 to 4"
+            );
+        }
+        shape
     })
 }
 
@@ -700,10 +732,14 @@ mod tests {
         assert!(w
             .unwrap()
             .contains("`SLMPACK_ISA=mmx` is not an instruction set"));
-        // avx512 never has kernels in this build; neon/dotprod never on x86 and vice versa.
+        // avx512 runs where the CPU has it; neon/dotprod never on x86 and vice versa.
         let (i, w) = resolve_isa(Some("avx512"));
-        assert_eq!(i, best);
-        assert!(w.is_some());
+        if Isa::Avx512.usable() {
+            assert_eq!((i, w), (Isa::Avx512, None));
+        } else {
+            assert_eq!(i, best);
+            assert!(w.is_some());
+        }
         let foreign = if cfg!(target_arch = "x86_64") {
             "neon"
         } else {
@@ -713,6 +749,15 @@ mod tests {
         assert_eq!(i, best);
         assert!(w.unwrap().contains("does not support"));
         assert!(isa_report().starts_with("kernels: "));
+    }
+
+    #[test]
+    fn tile_shapes_parse() {
+        assert_eq!(parse_tile("3x4"), Some((3, 4)));
+        assert_eq!(parse_tile(" 1X1 "), Some((1, 1)));
+        for bad in ["", "4", "0x2", "5x1", "2x5", "ax2", "2x"] {
+            assert_eq!(parse_tile(bad), None, "{bad}");
+        }
     }
 
     #[test]

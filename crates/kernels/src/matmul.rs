@@ -192,7 +192,7 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
     if n_tokens == 0 || w.rows == 0 {
         return;
     }
-    if w.ty == GgmlType::F16 && isa == Isa::Avx2 && gemm_f16_as_llama(isa, w, xs, n_tokens, ys) {
+    if w.ty == GgmlType::F16 && isa.is_x86() && gemm_f16_as_llama(isa, w, xs, n_tokens, ys) {
         return;
     }
     let at = act_type(w.ty).expect("validated");

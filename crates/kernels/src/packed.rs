@@ -1,4 +1,5 @@
-//! Weights repacked once at load time into 8-row interleaved groups, for AVX2.
+//! Weights repacked once at load time into 8-row interleaved groups, for the x86 sets (AVX2 and
+//! AVX-512; on VNNI the Q4_0 kernel takes `vpdpbusd`, the same sums).
 //!
 //! ggml-cpu repacks Q4_0 weights into 8-row groups on AVX2 (`block_q4_0x8`); this is the same
 //! idea with a layout of our own, made for one instruction sequence: in a group, block `l` of
@@ -54,12 +55,18 @@ pub struct Packed {
     pub rows: usize,
     /// Elements per row.
     pub cols: usize,
+    /// The instruction set whose kernels multiply it.
+    pub isa: Isa,
     data: Vec<u8>,
 }
 
 impl std::fmt::Debug for Packed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Packed({} {}x{})", self.ty, self.rows, self.cols)
+        write!(
+            f,
+            "Packed({} {}x{} for {})",
+            self.ty, self.rows, self.cols, self.isa
+        )
     }
 }
 
@@ -78,6 +85,7 @@ impl Packed {
 }
 
 /// Bytes of one group of eight rows of `cols` elements of `ty` in the packed layout.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn group_bytes(ty: GgmlType, cols: usize) -> usize {
     match ty {
         GgmlType::Q4_K => K_GB * (cols / 256),
@@ -95,10 +103,10 @@ const K_QS: usize = K_MIN + 64;
 /// Bytes of a Q4_K group-block (eight ggml blocks are 1152).
 pub(crate) const K_GB: usize = K_QS + 1024;
 
-/// True if [`pack`] repacks `ty` weights of `rows` rows for `isa`: AVX2 (on a CPU that has it),
-/// Q4_0 or Q4_K, rows in whole groups of eight.
+/// True if [`pack`] repacks `ty` weights of `rows` rows for `isa`: an x86 set (on a CPU that has
+/// it), Q4_0 or Q4_K, rows in whole groups of eight.
 pub fn packs(isa: Isa, ty: GgmlType, rows: usize) -> bool {
-    isa == Isa::Avx2
+    isa.is_x86()
         && isa.usable()
         && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K)
         && rows > 0
@@ -163,6 +171,7 @@ pub fn pack_for(isa: Isa, w: &Weights) -> Result<Option<Packed>, KernelError> {
             ty: w.ty,
             rows: w.rows,
             cols: w.cols,
+            isa,
             data,
         }));
     }
@@ -193,6 +202,7 @@ pub fn pack_for(isa: Isa, w: &Weights) -> Result<Option<Packed>, KernelError> {
         ty: w.ty,
         rows: w.rows,
         cols: w.cols,
+        isa,
         data,
     }))
 }
@@ -357,25 +367,29 @@ fn prepare(isa: Isa, ty: GgmlType, cols: usize, xs: &[f32], n_tokens: usize, mut
     a
 }
 
-/// `ys[t * rows + r] = W xs[t]` with packed weights, on the kernels of [`isa()`].
+/// `ys[t * rows + r] = W xs[t]` with packed weights, on the kernels of the set they were packed
+/// for (`p.isa`).
 ///
 /// # Panics
 /// If the lengths do not match, or the CPU cannot run the set `p` was packed for.
 pub fn gemm_packed(p: &Packed, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
     assert_eq!(xs.len(), n_tokens * p.cols, "activations: n_tokens * cols");
     assert_eq!(ys.len(), n_tokens * p.rows, "outputs: n_tokens * rows");
-    assert!(Isa::Avx2.usable(), "packed weights need AVX2");
-    if n_tokens == 0 {
-        return;
-    }
+    assert!(
+        p.isa.is_x86() && p.isa.usable(),
+        "packed weights need the x86 set they were packed for (`{}`)",
+        p.isa
+    );
     #[cfg(target_arch = "x86_64")]
-    run(p, xs, n_tokens, ys);
+    if n_tokens > 0 {
+        run(p, xs, n_tokens, ys);
+    }
 }
 
 /// The body of [`gemm_packed`]: activations prepared once, then parallel over row groups.
 #[cfg(target_arch = "x86_64")]
 fn run(p: &Packed, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
-    with_acts(Isa::Avx2, p.ty, p.cols, xs, n_tokens, |a| {
+    with_acts(p.isa, p.ty, p.cols, xs, n_tokens, |a| {
         products(p, a, n_tokens, ys)
     });
 }
@@ -411,8 +425,8 @@ fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
                 let once = t >= in_fours(n_tokens);
                 // SAFETY: group g has `gbytes` bytes; tokens t..t+n have their activation rows,
                 // scales and corrections; outputs (t + j) * rows + 8 g .. + 8 belong to this
-                // task only; the CPU runs AVX2 (asserted by `gemm_packed`).
-                unsafe { crate::x86::packed::gemm(p.ty, n, once, panel) };
+                // task only; the CPU runs `p.isa` (asserted by `gemm_packed`).
+                unsafe { crate::x86::packed::gemm(p.isa, p.ty, n, once, panel) };
                 t += n;
             }
         }

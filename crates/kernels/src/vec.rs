@@ -75,7 +75,7 @@ pub fn swiglu_isa(isa: Isa, gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len());
     assert!(isa.usable(), "instruction set `{isa}` cannot run here");
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if isa.is_x86() {
         // SAFETY: checked by `usable`.
         return unsafe { avx2::swiglu(gate, up) };
     }
@@ -104,7 +104,7 @@ pub fn softmax_row(x: &mut [f32], scale: f32, row_len: usize) -> f64 {
     }
     let (head, tail) = x.split_at_mut(simd);
     #[cfg(target_arch = "x86_64")]
-    let mut sum = if crate::isa() == Isa::Avx2 {
+    let mut sum = if crate::isa().is_x86() {
         // SAFETY: checked by `isa`.
         unsafe { avx2::exp_sum(head, max) }
     } else {
@@ -132,7 +132,7 @@ pub fn softmax_isa(isa: Isa, x: &mut [f32], scale: f32) -> f64 {
         max = max.max(*v);
     }
     #[cfg(target_arch = "x86_64")]
-    let sum = if isa == Isa::Avx2 {
+    let sum = if isa.is_x86() {
         // SAFETY: checked by `usable`.
         unsafe { avx2::exp_sum(x, max) }
     } else {
@@ -170,7 +170,7 @@ pub fn to_f16_isa(isa: Isa, x: &[f32], out: &mut [u16]) {
     assert_eq!(x.len(), out.len());
     assert!(isa.usable(), "instruction set `{isa}` cannot run here");
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if isa.is_x86() {
         // SAFETY: checked by `usable`.
         return unsafe { avx2::to_f16(x, out) };
     }
@@ -189,7 +189,7 @@ pub fn dot_f16_isa(isa: Isa, a: &[u16], b: &[u16]) -> f32 {
     assert_eq!(a.len(), b.len());
     assert!(isa.usable(), "instruction set `{isa}` cannot run here");
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if isa.is_x86() {
         // SAFETY: checked by `usable`.
         return unsafe { avx2::dot_f16(a, b) };
     }
@@ -219,7 +219,7 @@ pub fn dot_f16_ggml_isa(isa: Isa, a: &[u16], b: &[u16], n: usize) -> f32 {
     assert!(n >= a.len());
     assert!(isa.usable(), "instruction set `{isa}` cannot run here");
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if isa.is_x86() {
         // SAFETY: checked by `isa`.
         return unsafe { avx2::dot_f16_ggml(a, b, n) };
     }
@@ -270,7 +270,7 @@ pub fn dots_f16_ggml_isa(isa: Isa, a: &[u16], b: &[u16], stride: usize, n: usize
     assert!(n >= a.len());
     assert!(isa.usable(), "instruction set `{isa}` cannot run here");
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if isa.is_x86() {
         // SAFETY: checked by `usable`; every row is in bounds (checked above).
         return unsafe { avx2::dots_f16_ggml(a, b, stride, n, out) };
     }
@@ -352,7 +352,7 @@ pub unsafe fn gemm_f16_ptr(
     check_rows(k, b, ldb, n);
     assert!(isa.usable(), "instruction set `{isa}` cannot run here");
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if isa.is_x86() {
         // SAFETY: checked by `usable`; rows in bounds (checked above); outputs by the caller.
         return avx2::gemm_f16(a, lda, m, b, ldb, n, k, c, ldc);
     }

@@ -1,13 +1,137 @@
-//! x86_64 AVX2 (+FMA, F16C) dot products, after ggml's `arch/x86/quants.c` AVX2 paths.
+//! x86_64 dot products, after ggml's `arch/x86/quants.c` AVX2 paths, compiled for three levels:
+//! AVX2 (+FMA, F16C), AVX-512 (F, BW, VL) and AVX-512 with VNNI.
 //!
-//! Each `vec_dot_*` here has the signature of [`crate::DotFn`]; the pointers are read unaligned.
+//! Each kernel is written once, as an `#[inline(always)]` body generic over a [`Level`], and
+//! gets one `#[target_feature]` entry point per level ([`kernel`]). The AVX-512 levels compile
+//! the same bodies with EVEX encodings and 32 vector registers (the tile kernels of [`tile`]
+//! keep more accumulators in registers there), and on VNNI the byte products of the 32-element
+//! formats take one `vpdpbusd` where AVX2 needs `vpmaddubsw` + `vpmaddwd`, as ggml does when
+//! built with `__AVX512VNNI__` (`mul_sum_us8_pairs_float`). The integer sums are exact on every
+//! level and the float operations run in the same order, so every level returns the same bits.
+//!
+//! Each entry point has the signature of [`crate::DotFn`]; the pointers are read unaligned.
 
 use std::arch::x86_64::*;
 
-use crate::{k4_scales_mins, rd_f32, rd_u32, DotFn, GgmlType};
+use crate::{k4_scales_mins, rd_f32, rd_u32, DotFn, GgmlType, Isa};
 
 pub mod packed;
 pub mod tile;
+
+/// A set of x86 instructions the kernel bodies are compiled for.
+pub(crate) trait Level {
+    /// `vpdpbusd` (AVX-512 VNNI with VL) for products of unsigned and signed bytes summed in
+    /// fours.
+    const VNNI: bool;
+}
+
+/// AVX2, FMA and F16C.
+pub(crate) struct Avx2;
+impl Level for Avx2 {
+    const VNNI: bool = false;
+}
+
+/// AVX2, FMA, F16C and AVX-512 F, BW, VL.
+pub(crate) struct Avx512;
+impl Level for Avx512 {
+    const VNNI: bool = false;
+}
+
+/// [`Avx512`] and AVX-512 VNNI.
+pub(crate) struct Avx512Vnni;
+impl Level for Avx512Vnni {
+    const VNNI: bool = true;
+}
+
+/// Defines, for a body trait `$tr` with method `$m`, one generic entry point per level that
+/// runs `K::$m::<Level>` compiled with that level's features, and `$pick`, which returns the
+/// entry point of `K` for an [`Isa`] (AVX2's for any other).
+macro_rules! entry_points {
+    ($tr:ident :: $m:ident, $pick:ident, $fty:ty, fn($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)?) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn on_avx2<K: $tr>($($a: $t),*) $(-> $r)? {
+            K::$m::<$crate::x86::Avx2>($($a),*)
+        }
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+        unsafe fn on_avx512<K: $tr>($($a: $t),*) $(-> $r)? {
+            K::$m::<$crate::x86::Avx512>($($a),*)
+        }
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn on_avx512vnni<K: $tr>($($a: $t),*) $(-> $r)? {
+            K::$m::<$crate::x86::Avx512Vnni>($($a),*)
+        }
+        /// The entry point of body `K` for `isa` (AVX2's for a set other than the AVX-512 ones).
+        fn $pick<K: $tr>(isa: $crate::Isa) -> $fty {
+            match isa {
+                $crate::Isa::Avx512 => on_avx512::<K>,
+                $crate::Isa::Avx512Vnni => on_avx512vnni::<K>,
+                _ => on_avx2::<K>,
+            }
+        }
+    };
+}
+pub(crate) use entry_points;
+
+/// A one-row dot product body ([`crate::DotFn`]'s arguments).
+trait Dot {
+    /// # Safety
+    /// As [`crate::DotFn`], on a CPU that runs level `L`.
+    unsafe fn dot<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32;
+}
+
+entry_points!(
+    Dot::dot,
+    dot_for,
+    DotFn,
+    fn(n: usize, x: *const u8, y: *const u8) -> f32
+);
+
+/// Names the body `$f` as a [`Dot`] type `$k`.
+macro_rules! dot_bodies {
+    ($($k:ident => $f:ident),* $(,)?) => {
+        $(
+            struct $k;
+            impl Dot for $k {
+                #[inline(always)]
+                unsafe fn dot<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
+                    $f::<L>(n, x, y)
+                }
+            }
+        )*
+    };
+}
+
+dot_bodies!(
+    DotF32 => vec_dot_f32,
+    DotF16 => vec_dot_f16,
+    DotBf16 => vec_dot_bf16,
+    DotQ8_0 => vec_dot_q8_0_q8_0,
+    DotQ4_0 => vec_dot_q4_0_q8_0,
+    DotQ4_1 => vec_dot_q4_1_q8_1,
+    DotQ5_0 => vec_dot_q5_0_q8_0,
+    DotQ5_1 => vec_dot_q5_1_q8_1,
+    DotQ4K => vec_dot_q4_k_q8_k,
+    DotQ5K => vec_dot_q5_k_q8_k,
+    DotQ6K => vec_dot_q6_k_q8_k,
+);
+
+/// The kernel for weights `ty` on `isa` (`Avx2`, `Avx512` or `Avx512Vnni`).
+pub fn kernel(isa: Isa, ty: GgmlType) -> Option<DotFn> {
+    Some(match ty {
+        GgmlType::F32 => dot_for::<DotF32>(isa),
+        GgmlType::F16 => dot_for::<DotF16>(isa),
+        GgmlType::BF16 => dot_for::<DotBf16>(isa),
+        GgmlType::Q8_0 => dot_for::<DotQ8_0>(isa),
+        GgmlType::Q4_0 => dot_for::<DotQ4_0>(isa),
+        GgmlType::Q4_1 => dot_for::<DotQ4_1>(isa),
+        GgmlType::Q5_0 => dot_for::<DotQ5_0>(isa),
+        GgmlType::Q5_1 => dot_for::<DotQ5_1>(isa),
+        GgmlType::Q4_K => dot_for::<DotQ4K>(isa),
+        GgmlType::Q5_K => dot_for::<DotQ5K>(isa),
+        GgmlType::Q6_K => dot_for::<DotQ6K>(isa),
+        _ => return None,
+    })
+}
 
 /// An f16 at `p` (unaligned) to f32 with F16C, inline (the `half` crate's conversion is an
 /// out-of-line call with a run-time feature check).
@@ -40,24 +164,6 @@ const Q5K: usize = 176;
 const Q6K: usize = 210;
 const Q8K: usize = 292;
 
-/// The AVX2 kernel for weights `ty`.
-pub fn kernel(ty: GgmlType) -> Option<DotFn> {
-    Some(match ty {
-        GgmlType::F32 => vec_dot_f32,
-        GgmlType::F16 => vec_dot_f16,
-        GgmlType::BF16 => vec_dot_bf16,
-        GgmlType::Q8_0 => vec_dot_q8_0_q8_0,
-        GgmlType::Q4_0 => vec_dot_q4_0_q8_0,
-        GgmlType::Q4_1 => vec_dot_q4_1_q8_1,
-        GgmlType::Q5_0 => vec_dot_q5_0_q8_0,
-        GgmlType::Q5_1 => vec_dot_q5_1_q8_1,
-        GgmlType::Q4_K => vec_dot_q4_k_q8_k,
-        GgmlType::Q5_K => vec_dot_q5_k_q8_k,
-        GgmlType::Q6_K => vec_dot_q6_k_q8_k,
-        _ => return None,
-    })
-}
-
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn hsum_float_8(x: __m256) -> f32 {
@@ -67,27 +173,37 @@ unsafe fn hsum_float_8(x: __m256) -> f32 {
     _mm_cvtss_f32(r)
 }
 
-/// Sums pairs of i16 lanes into i32 lanes, as floats.
+/// `vpdpbusd` from zero: unsigned `ax` times signed `sy`, summed in groups of four (exact).
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn sum_i16_pairs_float(x: __m256i) -> __m256 {
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(x, _mm256_set1_epi16(1)))
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dpbusd(ax: __m256i, sy: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy)
 }
 
-/// Unsigned `ax` times signed `sy`, summed in groups of four, as floats.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
-    sum_i16_pairs_float(_mm256_maddubs_epi16(ax, sy))
+/// Unsigned `ax` times signed `sy`, summed in groups of four into i32 lanes: `vpdpbusd` on
+/// VNNI, else `vpmaddubsw` + `vpmaddwd`, the same sums while no pair of products leaves i16
+/// (true for every pair of ggml's quants with Q8 activations in -127..=127).
+#[inline(always)]
+pub(crate) unsafe fn mul_sum_us8_pairs<L: Level>(ax: __m256i, sy: __m256i) -> __m256i {
+    if L::VNNI {
+        dpbusd(ax, sy)
+    } else {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+    }
+}
+
+/// [`mul_sum_us8_pairs`] as floats.
+#[inline(always)]
+unsafe fn mul_sum_us8_pairs_float<L: Level>(ax: __m256i, sy: __m256i) -> __m256 {
+    _mm256_cvtepi32_ps(mul_sum_us8_pairs::<L>(ax, sy))
 }
 
 /// Signed `x` times signed `y`, summed in groups of four, as floats.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
+#[inline(always)]
+unsafe fn mul_sum_i8_pairs_float<L: Level>(x: __m256i, y: __m256i) -> __m256 {
     let ax = _mm256_sign_epi8(x, x);
     let sy = _mm256_sign_epi8(y, x);
-    mul_sum_us8_pairs_float(ax, sy)
+    mul_sum_us8_pairs_float::<L>(ax, sy)
 }
 
 /// 16 bytes of nibbles to 32 bytes: low nibbles first, then high nibbles.
@@ -125,8 +241,8 @@ unsafe fn load(p: *const u8) -> __m256i {
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs AVX2 and FMA.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_f32(n: usize, x: *const u8, y: *const u8) -> f32 {
+#[inline(always)]
+unsafe fn vec_dot_f32<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let (x, y) = (x.cast::<f32>(), y.cast::<f32>());
     let mut acc = [_mm256_setzero_ps(); 4];
     let np = n & !31;
@@ -152,8 +268,8 @@ pub unsafe fn vec_dot_f32(n: usize, x: *const u8, y: *const u8) -> f32 {
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_f16(n: usize, x: *const u8, y: *const u8) -> f32 {
+#[inline(always)]
+unsafe fn vec_dot_f16<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 4];
     let np = n & !31;
     let mut i = 0;
@@ -186,8 +302,8 @@ unsafe fn bf16x8(p: *const u8) -> __m256 {
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs AVX2 and FMA.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_bf16(n: usize, x: *const u8, y: *const u8) -> f32 {
+#[inline(always)]
+unsafe fn vec_dot_bf16<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 4];
     let np = n & !31;
     let mut i = 0;
@@ -216,8 +332,8 @@ pub unsafe fn vec_dot_bf16(n: usize, x: *const u8, y: *const u8) -> f32 {
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs AVX2 and FMA.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q8_0_q8_0(n: usize, x: *const u8, y: *const u8) -> f32 {
+#[inline(always)]
+unsafe fn vec_dot_q8_0_q8_0<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 32;
     let mut acc = _mm256_setzero_ps();
     for ib in 0..nb {
@@ -225,7 +341,7 @@ pub unsafe fn vec_dot_q8_0_q8_0(n: usize, x: *const u8, y: *const u8) -> f32 {
         let d = _mm256_set1_ps(rd_f16(bx) * rd_f16(by));
         let qx = load(bx.add(2));
         let qy = load(by.add(2));
-        let q = mul_sum_i8_pairs_float(qx, qy);
+        let q = mul_sum_i8_pairs_float::<L>(qx, qy);
         acc = _mm256_fmadd_ps(d, q, acc);
     }
     hsum_float_8(acc)
@@ -235,8 +351,8 @@ pub unsafe fn vec_dot_q8_0_q8_0(n: usize, x: *const u8, y: *const u8) -> f32 {
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs AVX2 and FMA.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q4_0_q8_0(n: usize, x: *const u8, y: *const u8) -> f32 {
+#[inline(always)]
+unsafe fn vec_dot_q4_0_q8_0<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 32;
     let mut acc = _mm256_setzero_ps();
     let off = _mm256_set1_epi8(8);
@@ -245,7 +361,7 @@ pub unsafe fn vec_dot_q4_0_q8_0(n: usize, x: *const u8, y: *const u8) -> f32 {
         let d = _mm256_set1_ps(rd_f16(bx) * rd_f16(by));
         let qx = _mm256_sub_epi8(bytes_from_nibbles_32(bx.add(2)), off);
         let qy = load(by.add(2));
-        let q = mul_sum_i8_pairs_float(qx, qy);
+        let q = mul_sum_i8_pairs_float::<L>(qx, qy);
         acc = _mm256_fmadd_ps(d, q, acc);
     }
     hsum_float_8(acc)
@@ -255,8 +371,8 @@ pub unsafe fn vec_dot_q4_0_q8_0(n: usize, x: *const u8, y: *const u8) -> f32 {
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs AVX2 and FMA.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q4_1_q8_1(n: usize, x: *const u8, y: *const u8) -> f32 {
+#[inline(always)]
+unsafe fn vec_dot_q4_1_q8_1<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 32;
     let mut acc = _mm256_setzero_ps();
     let mut summs = 0f32;
@@ -266,7 +382,7 @@ pub unsafe fn vec_dot_q4_1_q8_1(n: usize, x: *const u8, y: *const u8) -> f32 {
         let d = _mm256_set1_ps(rd_f16(bx) * rd_f16(by));
         let qx = bytes_from_nibbles_32(bx.add(4));
         let qy = load(by.add(4));
-        let xy = mul_sum_us8_pairs_float(qx, qy);
+        let xy = mul_sum_us8_pairs_float::<L>(qx, qy);
         acc = _mm256_fmadd_ps(d, xy, acc);
     }
     hsum_float_8(acc) + summs
@@ -276,8 +392,8 @@ pub unsafe fn vec_dot_q4_1_q8_1(n: usize, x: *const u8, y: *const u8) -> f32 {
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs AVX2 and FMA.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q5_0_q8_0(n: usize, x: *const u8, y: *const u8) -> f32 {
+#[inline(always)]
+unsafe fn vec_dot_q5_0_q8_0<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 32;
     let mut acc = _mm256_setzero_ps();
     for ib in 0..nb {
@@ -289,7 +405,7 @@ pub unsafe fn vec_dot_q5_0_q8_0(n: usize, x: *const u8, y: *const u8) -> f32 {
         let bxhi = _mm256_andnot_si256(bxhi, _mm256_set1_epi8(0xF0u8 as i8));
         qx = _mm256_or_si256(qx, bxhi);
         let qy = load(by.add(2));
-        let q = mul_sum_i8_pairs_float(qx, qy);
+        let q = mul_sum_i8_pairs_float::<L>(qx, qy);
         acc = _mm256_fmadd_ps(d, q, acc);
     }
     hsum_float_8(acc)
@@ -299,8 +415,8 @@ pub unsafe fn vec_dot_q5_0_q8_0(n: usize, x: *const u8, y: *const u8) -> f32 {
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs AVX2 and FMA.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q5_1_q8_1(n: usize, x: *const u8, y: *const u8) -> f32 {
+#[inline(always)]
+unsafe fn vec_dot_q5_1_q8_1<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 32;
     let mut acc = _mm256_setzero_ps();
     let mut summs = 0f32;
@@ -313,7 +429,7 @@ pub unsafe fn vec_dot_q5_1_q8_1(n: usize, x: *const u8, y: *const u8) -> f32 {
         let bxhi = _mm256_and_si256(bxhi, _mm256_set1_epi8(0x10));
         qx = _mm256_or_si256(qx, bxhi);
         let qy = load(by.add(4));
-        let q = mul_sum_us8_pairs_float(qx, qy);
+        let q = mul_sum_us8_pairs_float::<L>(qx, qy);
         acc = _mm256_fmadd_ps(d, q, acc);
     }
     hsum_float_8(acc) + summs
@@ -365,8 +481,8 @@ pub(crate) unsafe fn q6_k_offset(bsums: *const u8, scales: *const u8) -> __m256i
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs AVX2 and FMA.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q4_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
+#[inline(always)]
+unsafe fn vec_dot_q4_k_q8_k<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 256;
     let m4 = _mm256_set1_epi8(0xF);
     let mut acc = _mm256_setzero_ps();
@@ -406,8 +522,8 @@ pub unsafe fn vec_dot_q4_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs AVX2 and FMA.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q5_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
+#[inline(always)]
+unsafe fn vec_dot_q5_k_q8_k<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 256;
     let m4 = _mm256_set1_epi8(0xF);
     let m16 = _mm256_set1_epi8(16);
@@ -464,8 +580,8 @@ unsafe fn scale_pair(s: *const u8, k: usize) -> __m256i {
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs AVX2 and FMA.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q6_k_q8_k(n: usize, x: *const u8, y: *const u8) -> f32 {
+#[inline(always)]
+unsafe fn vec_dot_q6_k_q8_k<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 256;
     let m4 = _mm256_set1_epi8(0xF);
     let m2 = _mm256_set1_epi8(3);

@@ -108,6 +108,15 @@ fn check_row(ty: GgmlType, w: &[f32], x: &[f32]) -> (f64, f64) {
     for isa in available_isas() {
         let got = vec_dot(isa, ty, n, &wq, &a);
         assert!(got.is_finite(), "{ty} {isa}: {got}");
+        if isa.is_x86() {
+            // the AVX-512 levels compile the AVX2 sources: the same bits
+            let avx2 = vec_dot(Isa::Avx2, ty, n, &wq, &a);
+            assert_eq!(
+                got.to_bits(),
+                avx2.to_bits(),
+                "{ty} on {isa}, n={n}: {got} vs avx2 {avx2}"
+            );
+        }
         let tol = 1e-5 * mag + 1e-30;
         assert!(
             ((got - reference) as f64).abs() <= tol,
@@ -226,9 +235,9 @@ fn check_tiles(ty: GgmlType, n: usize, wdist: u8, xdist: u8, seed: u64) {
                     for i in 0..m {
                         let want = vec_dot(Isa::Scalar, ty, n, &wq[i], &aq[j]);
                         let got = out[j * m + i];
-                        // AVX2 follows ggml-cpu's sums for the quantized types (tinyBLAS and the
-                        // one-row kernels sum each output alike): a tile gives the one-row bits
-                        if isa == Isa::Avx2 && ty.is_quantized() {
+                        // the x86 sets follow ggml-cpu's sums for the quantized types (tinyBLAS and
+                        // the one-row kernels sum each output alike): a tile gives the one-row bits
+                        if isa.is_x86() && ty.is_quantized() {
                             let one = vec_dot(isa, ty, n, &wq[i], &aq[j]);
                             assert_eq!(
                                 got.to_bits(),
@@ -284,20 +293,22 @@ fn simd_activation_quantization_is_bit_identical() {
 }
 
 #[test]
-fn tile_kernels_exist_for_every_quantized_type_on_avx2() {
+fn tile_kernels_exist_for_every_quantized_type_on_x86() {
     if !Isa::Avx2.usable() {
         println!("NOT EXERCISED: no AVX2 here");
         return;
     }
-    for ty in WEIGHT_TYPES {
-        let want = !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
-        for m in 1..=MAX_TILE.0 {
-            for k in 1..=MAX_TILE.1 {
-                assert_eq!(
-                    tile_kernel(Isa::Avx2, ty, m, k).is_some(),
-                    want,
-                    "{ty} {m}x{k}"
-                );
+    for isa in [Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni] {
+        for ty in WEIGHT_TYPES {
+            let want = !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+            for m in 1..=MAX_TILE.0 {
+                for k in 1..=MAX_TILE.1 {
+                    assert_eq!(
+                        tile_kernel(isa, ty, m, k).is_some(),
+                        want,
+                        "{ty} {m}x{k} on {isa}"
+                    );
+                }
             }
         }
     }
@@ -357,12 +368,26 @@ fn gemv_and_gemm_check_every_output_element() {
             let rb = row_bytes(ty, cols);
             for n_tokens in [1usize, 2, 5, 13] {
                 let xs = gen(0, n_tokens * cols, 99 + n_tokens as u64);
+                let mut avx2_ys = None;
                 for isa in available_isas() {
                     let mut ys = vec![f32::NAN; n_tokens * rows];
                     if n_tokens == 1 {
                         gemv_isa(isa, &w, &xs, &mut ys);
                     } else {
                         gemm_isa(isa, &w, &xs, n_tokens, &mut ys);
+                    }
+                    // every x86 set gives AVX2's bits, F32/F16/BF16 included
+                    if isa == Isa::Avx2 {
+                        avx2_ys = Some(ys.clone());
+                    } else if isa.is_x86() {
+                        let want = avx2_ys.as_ref().expect("avx2 runs before avx512");
+                        for (i, (g, w)) in ys.iter().zip(want).enumerate() {
+                            assert_eq!(
+                                g.to_bits(),
+                                w.to_bits(),
+                                "{ty} {isa} rows={rows} tokens={n_tokens} out {i}: {g} vs avx2 {w}"
+                            );
+                        }
                     }
                     for t in 0..n_tokens {
                         let x = &xs[t * cols..(t + 1) * cols];
@@ -376,10 +401,10 @@ fn gemv_and_gemm_check_every_output_element() {
                                 got.is_finite() && ((got - want) as f64).abs() <= tol,
                                 "{ty} {isa} rows={rows} tokens={n_tokens} token {t} row {r}: {got} vs scalar {want} (tol {tol:e})"
                             );
-                            // AVX2 sums as llama.cpp does: whatever the path (one row, tiles,
-                            // decode tiles), the bits of the one-row kernel or, for K-quant
-                            // batches of 8 and more, of the tiled order
-                            if isa == Isa::Avx2 && ty.is_quantized() {
+                            // the x86 sets sum as llama.cpp does: whatever the path (one row,
+                            // tiles, decode tiles), the bits of the one-row kernel or, for
+                            // K-quant batches of 8 and more, of the tiled order
+                            if isa.is_x86() && ty.is_quantized() {
                                 let exact = if tiled_order(isa, ty, n_tokens) {
                                     dot_tiled_reference(ty, cols, wr, &a)
                                 } else {
@@ -431,9 +456,13 @@ fn exercised_isas_are_the_expected_ones() {
     if !not_run.is_empty() {
         println!("NOTE: this CPU has {not_run:?} but this build has no kernels for them");
     }
-    println!(
-        "NOT EXERCISED: AVX-512 / AVX-512 VNNI kernels do not exist in this build (AVX-512 CPUs run AVX2)"
-    );
+    if cfg!(target_arch = "x86_64") {
+        for isa in [Isa::Avx512, Isa::Avx512Vnni] {
+            if !isa.usable() {
+                println!("NOT EXERCISED: {isa} kernels (this CPU does not run {isa})");
+            }
+        }
+    }
     if let Ok(want) = std::env::var("SLMPACK_EXPECT_ISAS") {
         let want: Vec<&str> = want.split(',').map(str::trim).collect();
         assert_eq!(

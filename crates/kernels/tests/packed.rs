@@ -34,51 +34,66 @@ fn packed_kernels_match_their_reference_bit_for_bit_and_the_scalar_kernels_close
             let mut wq = vec![0u8; rows * row_bytes(ty, cols)];
             slmpack_quant::quantize(ty, &wf, cols, &mut wq).unwrap();
             let w = Weights::new(ty, rows, cols, &wq).unwrap();
-            let p = pack_for(Isa::Avx2, &w).unwrap().expect("packs");
-            if ty == GgmlType::Q4_K {
-                // the unpacked 6-bit scales and mins: 32 bytes more per super-block of 8 rows
-                assert_eq!(p.bytes(), wq.len() + rows / 8 * cols / 256 * 32);
-            } else {
-                assert_eq!(p.bytes(), wq.len());
-            }
-            for n_tokens in [1usize, 2, 3, 4, 5, 9] {
-                let mut xs = values(n_tokens * cols, 7 + n_tokens as u64, 2.0);
-                // a token of saturated activations (every quant at +-127)
-                xs[..cols]
-                    .iter_mut()
-                    .enumerate()
-                    .for_each(|(i, v)| *v = if i % 3 == 0 { -5.0 } else { 5.0 });
-                let mut got = vec![0f32; n_tokens * rows];
-                let mut want = vec![0f32; n_tokens * rows];
-                let mut one_row = vec![0f32; n_tokens * rows];
-                gemm_packed(&p, &xs, n_tokens, &mut got);
-                gemm_packed_reference(&w, &xs, n_tokens, &mut want);
-                gemm_isa(Isa::Scalar, &w, &xs, n_tokens, &mut one_row);
-                for i in 0..got.len() {
-                    assert_eq!(
-                        got[i].to_bits(),
-                        want[i].to_bits(),
-                        "{ty} {rows}x{cols} tokens={n_tokens} out {i}: {} vs {}",
-                        got[i],
-                        want[i]
-                    );
-                    let tol = 1e-4 * (1.0 + one_row[i].abs());
-                    assert!(
-                        (got[i] - one_row[i]).abs() <= tol,
-                        "{ty} {rows}x{cols} tokens={n_tokens} out {i}: {} vs one-row {}",
-                        got[i],
-                        one_row[i]
-                    );
+            for isa in [Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni] {
+                if !isa.usable() {
+                    println!("NOT EXERCISED: packed {ty} on {isa} (this CPU does not run it)");
+                    continue;
                 }
+                check_packed(isa, ty, &w, &wq);
             }
+        }
+    }
+}
+
+/// One packed matrix on `isa` against its reference and the scalar kernels, 1 to 9 tokens.
+fn check_packed(isa: Isa, ty: GgmlType, w: &Weights, wq: &[u8]) {
+    let (rows, cols) = (w.rows, w.cols);
+    let p = pack_for(isa, w).unwrap().expect("packs");
+    assert_eq!(p.isa, isa);
+    if ty == GgmlType::Q4_K {
+        // the unpacked 6-bit scales and mins: 32 bytes more per super-block of 8 rows
+        assert_eq!(p.bytes(), wq.len() + rows / 8 * cols / 256 * 32);
+    } else {
+        assert_eq!(p.bytes(), wq.len());
+    }
+    for n_tokens in [1usize, 2, 3, 4, 5, 9] {
+        let mut xs = values(n_tokens * cols, 7 + n_tokens as u64, 2.0);
+        // a token of saturated activations (every quant at +-127)
+        xs[..cols]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = if i % 3 == 0 { -5.0 } else { 5.0 });
+        let mut got = vec![0f32; n_tokens * rows];
+        let mut want = vec![0f32; n_tokens * rows];
+        let mut one_row = vec![0f32; n_tokens * rows];
+        gemm_packed(&p, &xs, n_tokens, &mut got);
+        gemm_packed_reference(w, &xs, n_tokens, &mut want);
+        gemm_isa(Isa::Scalar, w, &xs, n_tokens, &mut one_row);
+        for i in 0..got.len() {
+            assert_eq!(
+                got[i].to_bits(),
+                want[i].to_bits(),
+                "{ty} on {isa} {rows}x{cols} tokens={n_tokens} out {i}: {} vs {}",
+                got[i],
+                want[i]
+            );
+            let tol = 1e-4 * (1.0 + one_row[i].abs());
+            assert!(
+                (got[i] - one_row[i]).abs() <= tol,
+                "{ty} {rows}x{cols} tokens={n_tokens} out {i}: {} vs one-row {}",
+                got[i],
+                one_row[i]
+            );
         }
     }
 }
 
 #[test]
 fn only_whole_groups_of_supported_types_are_packed() {
-    assert_eq!(packs(Isa::Avx2, GgmlType::Q4_0, 576), Isa::Avx2.usable());
-    assert_eq!(packs(Isa::Avx2, GgmlType::Q4_K, 576), Isa::Avx2.usable());
+    for isa in [Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni] {
+        assert_eq!(packs(isa, GgmlType::Q4_0, 576), isa.usable());
+        assert_eq!(packs(isa, GgmlType::Q4_K, 576), isa.usable());
+    }
     assert!(!packs(Isa::Avx2, GgmlType::Q4_0, 12));
     assert!(!packs(Isa::Avx2, GgmlType::Q8_0, 576));
     // Q5_0 keeps ggml's per-lane order, as llama.cpp's tinyBLAS sums it

@@ -20,11 +20,13 @@
 use std::arch::x86_64::*;
 
 use super::{
-    bytes_from_bits_32, bytes_from_nibbles_32, hsum_float_4, hsum_float_8, k4_mins_dot,
-    k4_mins_prod, load, q6_k_offset, rd_f16, Q4K, Q4_0, Q4_1, Q5K, Q5_0, Q5_1, Q6K, Q8K, Q8_0,
-    Q8_1,
+    bytes_from_bits_32, bytes_from_nibbles_32, entry_points, hsum_float_4, hsum_float_8,
+    k4_mins_dot, k4_mins_prod, load, mul_sum_us8_pairs, q6_k_offset, rd_f16, Level, Q4K, Q4_0,
+    Q4_1, Q5K, Q5_0, Q5_1, Q6K, Q8K, Q8_0, Q8_1,
 };
-use crate::{k4_scales_mins, rd_f32, rd_u32, GgmlType, TileFn};
+use std::marker::PhantomData;
+
+use crate::{k4_scales_mins, rd_f32, rd_u32, GgmlType, Isa, TileFn};
 
 /// The sum of the eight i32 lanes of `v` (exact).
 #[inline]
@@ -206,8 +208,8 @@ unsafe fn store<const M: usize, const N: usize>(
 }
 
 /// Q8_0 / Q4_0 / Q5_0 weights times Q8_0 activations.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q0<B: Q0, const M: usize, const N: usize>(
+#[inline(always)]
+unsafe fn tile_q0<L: Level, B: Q0, const M: usize, const N: usize>(
     n: usize,
     w: *const u8,
     ldw: usize,
@@ -219,7 +221,6 @@ unsafe fn tile_q0<B: Q0, const M: usize, const N: usize>(
     ldo: usize,
 ) {
     let nb = n / 32;
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); N]; M];
     for l in 0..nb {
         let mut ax = [_mm256_setzero_si256(); M];
@@ -239,10 +240,7 @@ unsafe fn tile_q0<B: Q0, const M: usize, const N: usize>(
             let y = load(a.add(j * lda + l * Q8_0 + 2));
             let dy = _mm256_broadcast_ss(&*sc.add(j * ldsc + l));
             for i in 0..M {
-                let p = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(ax[i], _mm256_sign_epi8(y, sx[i])),
-                    ones,
-                );
+                let p = mul_sum_us8_pairs::<L>(ax[i], _mm256_sign_epi8(y, sx[i]));
                 acc[i][j] =
                     _mm256_fmadd_ps(_mm256_mul_ps(dx[i], dy), _mm256_cvtepi32_ps(p), acc[i][j]);
             }
@@ -252,8 +250,8 @@ unsafe fn tile_q0<B: Q0, const M: usize, const N: usize>(
 }
 
 /// Q4_1 / Q5_1 weights times Q8_1 activations (`m * s` carries the offsets).
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q1<B: Q1, const M: usize, const N: usize>(
+#[inline(always)]
+unsafe fn tile_q1<L: Level, B: Q1, const M: usize, const N: usize>(
     n: usize,
     w: *const u8,
     ldw: usize,
@@ -265,7 +263,6 @@ unsafe fn tile_q1<B: Q1, const M: usize, const N: usize>(
     ldo: usize,
 ) {
     let nb = n / 32;
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); N]; M];
     let mut summs = [[0f32; N]; M];
     for l in 0..nb {
@@ -285,7 +282,7 @@ unsafe fn tile_q1<B: Q1, const M: usize, const N: usize>(
             let sy = *sc.add(j * ldsc + nb + l);
             for i in 0..M {
                 summs[i][j] += mx[i] * sy;
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qx[i], y), ones);
+                let p = mul_sum_us8_pairs::<L>(qx[i], y);
                 acc[i][j] =
                     _mm256_fmadd_ps(_mm256_mul_ps(dx[i], dy), _mm256_cvtepi32_ps(p), acc[i][j]);
             }
@@ -296,8 +293,8 @@ unsafe fn tile_q1<B: Q1, const M: usize, const N: usize>(
 
 /// Q4_K weights times Q8_K activations: the one-row kernel's sums, or with `TILED` llama.cpp's
 /// tiled product's ([`tiled_step`]).
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q4_k<const M: usize, const N: usize, const TILED: bool>(
+#[inline(always)]
+unsafe fn tile_q4_k<L: Level, const M: usize, const N: usize, const TILED: bool>(
     n: usize,
     w: *const u8,
     ldw: usize,
@@ -377,8 +374,8 @@ unsafe fn tile_q4_k<const M: usize, const N: usize, const TILED: bool>(
 
 /// Q5_K weights times Q8_K activations: the one-row kernel's sums, or with `TILED` llama.cpp's
 /// tiled product's ([`tiled_step`]).
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q5_k<const M: usize, const N: usize, const TILED: bool>(
+#[inline(always)]
+unsafe fn tile_q5_k<L: Level, const M: usize, const N: usize, const TILED: bool>(
     n: usize,
     w: *const u8,
     ldw: usize,
@@ -460,8 +457,8 @@ unsafe fn tile_q5_k<const M: usize, const N: usize, const TILED: bool>(
 /// Q6_K weights times Q8_K activations. The `-32` offset of the quants is subtracted per block
 /// from the lanes ggml's one-row kernel takes it from (`32 * bsums * scales`).
 /// With `TILED`, llama.cpp's tiled product's sums instead ([`tiled_step`]).
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q6_k<const M: usize, const N: usize, const TILED: bool>(
+#[inline(always)]
+unsafe fn tile_q6_k<L: Level, const M: usize, const N: usize, const TILED: bool>(
     n: usize,
     w: *const u8,
     ldw: usize,
@@ -541,52 +538,125 @@ unsafe fn tile_q6_k<const M: usize, const N: usize, const TILED: bool>(
     store(&acc, &[[0f32; N]; M], out, ldo);
 }
 
-/// Picks the instance of a generic tile kernel for a run-time `(m, n)`.
+/// A tile kernel body ([`TileFn`]'s arguments), compiled per level by [`tile_for`].
+trait Tile {
+    /// # Safety
+    /// As [`TileFn`], on a CPU that runs level `L`.
+    unsafe fn tile<L: Level>(
+        n: usize,
+        w: *const u8,
+        ldw: usize,
+        a: *const u8,
+        lda: usize,
+        sc: *const f32,
+        ldsc: usize,
+        out: *mut f32,
+        ldo: usize,
+    );
+}
+
+entry_points!(
+    Tile::tile,
+    tile_for,
+    TileFn,
+    fn(
+        n: usize,
+        w: *const u8,
+        ldw: usize,
+        a: *const u8,
+        lda: usize,
+        sc: *const f32,
+        ldsc: usize,
+        out: *mut f32,
+        ldo: usize,
+    )
+);
+
+/// [`tile_q0`] with block `B` as a [`Tile`].
+struct TQ0<B, const M: usize, const N: usize>(PhantomData<B>);
+/// [`tile_q1`] with block `B` as a [`Tile`].
+struct TQ1<B, const M: usize, const N: usize>(PhantomData<B>);
+/// [`tile_q4_k`] as a [`Tile`].
+struct TQ4K<const M: usize, const N: usize, const TILED: bool>;
+/// [`tile_q5_k`] as a [`Tile`].
+struct TQ5K<const M: usize, const N: usize, const TILED: bool>;
+/// [`tile_q6_k`] as a [`Tile`].
+struct TQ6K<const M: usize, const N: usize, const TILED: bool>;
+
+/// Implements [`Tile`] for `$ty` (generics `$g`) by calling `$f::<L, $args>`.
+macro_rules! tile_body {
+    ($ty:ty, [$($g:tt)*], $f:ident, [$($args:tt)*]) => {
+        impl<$($g)*> Tile for $ty {
+            #[inline(always)]
+            unsafe fn tile<L: Level>(
+                n: usize,
+                w: *const u8,
+                ldw: usize,
+                a: *const u8,
+                lda: usize,
+                sc: *const f32,
+                ldsc: usize,
+                out: *mut f32,
+                ldo: usize,
+            ) {
+                $f::<L, $($args)*>(n, w, ldw, a, lda, sc, ldsc, out, ldo)
+            }
+        }
+    };
+}
+
+tile_body!(TQ0<B, M, N>, [B: Q0, const M: usize, const N: usize], tile_q0, [B, M, N]);
+tile_body!(TQ1<B, M, N>, [B: Q1, const M: usize, const N: usize], tile_q1, [B, M, N]);
+tile_body!(TQ4K<M, N, T>, [const M: usize, const N: usize, const T: bool], tile_q4_k, [M, N, T]);
+tile_body!(TQ5K<M, N, T>, [const M: usize, const N: usize, const T: bool], tile_q5_k, [M, N, T]);
+tile_body!(TQ6K<M, N, T>, [const M: usize, const N: usize, const T: bool], tile_q6_k, [M, N, T]);
+
+/// Picks the entry point of a generic tile body for a run-time `(m, n)` and level.
 macro_rules! pick {
-    ($m:expr, $n:expr, $f:ident $(, $t:ty)? $(; $c:literal)?) => {
+    ($isa:expr, $m:expr, $n:expr, $k:ident [$($pre:tt)*] [$($post:tt)*]) => {
         match ($m, $n) {
-            (1, 1) => $f::<$($t,)? 1, 1 $(, $c)?> as TileFn,
-            (1, 2) => $f::<$($t,)? 1, 2 $(, $c)?>,
-            (1, 3) => $f::<$($t,)? 1, 3 $(, $c)?>,
-            (1, 4) => $f::<$($t,)? 1, 4 $(, $c)?>,
-            (2, 1) => $f::<$($t,)? 2, 1 $(, $c)?>,
-            (2, 2) => $f::<$($t,)? 2, 2 $(, $c)?>,
-            (2, 3) => $f::<$($t,)? 2, 3 $(, $c)?>,
-            (2, 4) => $f::<$($t,)? 2, 4 $(, $c)?>,
-            (3, 1) => $f::<$($t,)? 3, 1 $(, $c)?>,
-            (3, 2) => $f::<$($t,)? 3, 2 $(, $c)?>,
-            (3, 3) => $f::<$($t,)? 3, 3 $(, $c)?>,
-            (3, 4) => $f::<$($t,)? 3, 4 $(, $c)?>,
-            (4, 1) => $f::<$($t,)? 4, 1 $(, $c)?>,
-            (4, 2) => $f::<$($t,)? 4, 2 $(, $c)?>,
-            (4, 3) => $f::<$($t,)? 4, 3 $(, $c)?>,
-            (4, 4) => $f::<$($t,)? 4, 4 $(, $c)?>,
+            (1, 1) => tile_for::<$k<$($pre)* 1, 1 $($post)*>>($isa),
+            (1, 2) => tile_for::<$k<$($pre)* 1, 2 $($post)*>>($isa),
+            (1, 3) => tile_for::<$k<$($pre)* 1, 3 $($post)*>>($isa),
+            (1, 4) => tile_for::<$k<$($pre)* 1, 4 $($post)*>>($isa),
+            (2, 1) => tile_for::<$k<$($pre)* 2, 1 $($post)*>>($isa),
+            (2, 2) => tile_for::<$k<$($pre)* 2, 2 $($post)*>>($isa),
+            (2, 3) => tile_for::<$k<$($pre)* 2, 3 $($post)*>>($isa),
+            (2, 4) => tile_for::<$k<$($pre)* 2, 4 $($post)*>>($isa),
+            (3, 1) => tile_for::<$k<$($pre)* 3, 1 $($post)*>>($isa),
+            (3, 2) => tile_for::<$k<$($pre)* 3, 2 $($post)*>>($isa),
+            (3, 3) => tile_for::<$k<$($pre)* 3, 3 $($post)*>>($isa),
+            (3, 4) => tile_for::<$k<$($pre)* 3, 4 $($post)*>>($isa),
+            (4, 1) => tile_for::<$k<$($pre)* 4, 1 $($post)*>>($isa),
+            (4, 2) => tile_for::<$k<$($pre)* 4, 2 $($post)*>>($isa),
+            (4, 3) => tile_for::<$k<$($pre)* 4, 3 $($post)*>>($isa),
+            (4, 4) => tile_for::<$k<$($pre)* 4, 4 $($post)*>>($isa),
             _ => return None,
         }
     };
 }
 
-/// The AVX2 tile kernel for weights `ty` computing `m` rows x `n` activation rows
-/// (`1 <= m <= MAX_M`, `1 <= n <= MAX_N`), if there is one; for Q4_K/Q5_K/Q6_K with `tiled`,
-/// the one that sums as llama.cpp's tiled K-quant product.
-pub fn tile_kernel(ty: GgmlType, m: usize, n: usize, tiled: bool) -> Option<TileFn> {
+/// The tile kernel on `isa` (`Avx2`, `Avx512` or `Avx512Vnni`) for weights `ty` computing `m`
+/// rows x `n` activation rows (`1 <= m <= MAX_M`, `1 <= n <= MAX_N`), if there is one; for
+/// Q4_K/Q5_K/Q6_K with `tiled`, the one that sums as llama.cpp's tiled K-quant product.
+pub fn tile_kernel(isa: Isa, ty: GgmlType, m: usize, n: usize, tiled: bool) -> Option<TileFn> {
     if tiled {
         return Some(match ty {
-            GgmlType::Q4_K => pick!(m, n, tile_q4_k; true),
-            GgmlType::Q5_K => pick!(m, n, tile_q5_k; true),
-            GgmlType::Q6_K => pick!(m, n, tile_q6_k; true),
+            GgmlType::Q4_K => pick!(isa, m, n, TQ4K[][, true]),
+            GgmlType::Q5_K => pick!(isa, m, n, TQ5K[][, true]),
+            GgmlType::Q6_K => pick!(isa, m, n, TQ6K[][, true]),
             _ => return None,
         });
     }
     Some(match ty {
-        GgmlType::Q8_0 => pick!(m, n, tile_q0, BQ8_0),
-        GgmlType::Q4_0 => pick!(m, n, tile_q0, BQ4_0),
-        GgmlType::Q5_0 => pick!(m, n, tile_q0, BQ5_0),
-        GgmlType::Q4_1 => pick!(m, n, tile_q1, BQ4_1),
-        GgmlType::Q5_1 => pick!(m, n, tile_q1, BQ5_1),
-        GgmlType::Q4_K => pick!(m, n, tile_q4_k; false),
-        GgmlType::Q5_K => pick!(m, n, tile_q5_k; false),
-        GgmlType::Q6_K => pick!(m, n, tile_q6_k; false),
+        GgmlType::Q8_0 => pick!(isa, m, n, TQ0[BQ8_0,][]),
+        GgmlType::Q4_0 => pick!(isa, m, n, TQ0[BQ4_0,][]),
+        GgmlType::Q5_0 => pick!(isa, m, n, TQ0[BQ5_0,][]),
+        GgmlType::Q4_1 => pick!(isa, m, n, TQ1[BQ4_1,][]),
+        GgmlType::Q5_1 => pick!(isa, m, n, TQ1[BQ5_1,][]),
+        GgmlType::Q4_K => pick!(isa, m, n, TQ4K[][, false]),
+        GgmlType::Q5_K => pick!(isa, m, n, TQ5K[][, false]),
+        GgmlType::Q6_K => pick!(isa, m, n, TQ6K[][, false]),
         _ => return None,
     })
 }
