@@ -195,6 +195,10 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
     if w.ty == GgmlType::F16 && isa.is_x86() && gemm_f16_as_llama(isa, w, xs, n_tokens, ys) {
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if gemm_tiny_as_llama(isa, w, xs, n_tokens, ys) {
+        return;
+    }
     let at = act_type(w.ty).expect("validated");
     let f = kernel(isa, w.ty).expect("usable isa has every kernel");
     let (cols, rows) = (w.cols, w.rows);
@@ -297,41 +301,28 @@ fn gemm_f16_as_llama(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mu
                 .for_each(|(h, x)| crate::vec::to_f16_isa(isa, x, h));
         }
         let xh: &[u16] = xh;
+        if tiny {
+            // SAFETY: the CPU runs `isa` (asserted by the caller); every output row is in `ys`
+            unsafe { tiny_tasks(xh, wd, rows, cols, n_tokens, ys, crate::vec::gemm_f16_tiles) };
+            return;
+        }
         let chunk = rows_per_task(rows, 2 * cols * n_tokens.min(8)).next_multiple_of(4);
         let out = Out(ys.as_mut_ptr());
         let task = |c: usize| {
             let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
             let wc = &wd[r0 * cols..r1 * cols];
-            if tiny {
-                // SAFETY: outputs t * rows + r for r in r0..r1 belong to this task only
-                unsafe {
-                    crate::vec::gemm_f16_ptr(
-                        isa,
-                        xh,
-                        cols,
-                        n_tokens,
-                        wc,
-                        cols,
-                        r1 - r0,
-                        cols,
-                        out.at(r0),
-                        rows,
-                    )
-                };
-            } else {
-                for t in 0..n_tokens {
-                    // SAFETY: as above; the slice is inside `ys`
-                    let o =
-                        unsafe { std::slice::from_raw_parts_mut(out.at(t * rows + r0), r1 - r0) };
-                    crate::vec::dots_f16_ggml_isa(
-                        isa,
-                        &xh[t * cols..(t + 1) * cols],
-                        wc,
-                        cols,
-                        cols,
-                        o,
-                    );
-                }
+            for t in 0..n_tokens {
+                // SAFETY: outputs t * rows + r for r in r0..r1 belong to this task only, and
+                // the slice is inside `ys`
+                let o = unsafe { std::slice::from_raw_parts_mut(out.at(t * rows + r0), r1 - r0) };
+                crate::vec::dots_f16_ggml_isa(
+                    isa,
+                    &xh[t * cols..(t + 1) * cols],
+                    wc,
+                    cols,
+                    cols,
+                    o,
+                );
             }
         };
         let n_chunks = rows.div_ceil(chunk);
@@ -342,6 +333,114 @@ fn gemm_f16_as_llama(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mu
         }
     });
     true
+}
+
+/// A tinyBLAS-order product on x86: `c[i * ldc + j]` = row `i` of `a` (`m` rows) times row `j`
+/// of `b` (`n` rows), `k` elements each.
+type TinyFn<T> = unsafe fn(&[T], usize, usize, &[T], usize, usize, usize, *mut f32, usize);
+
+/// `ys[t * rows + r]` = token `t` of `act` times weight row `r` of `wd` (`cols` elements each)
+/// with `f`, parallel over chunks of four rows (tinyBLAS needs rows in fours).
+///
+/// # Safety
+/// The CPU runs `f`'s instruction set; `act` holds `n_tokens` rows, `wd` `rows` rows, `ys`
+/// `n_tokens * rows` outputs.
+unsafe fn tiny_tasks<T: Sync>(
+    act: &[T],
+    wd: &[T],
+    rows: usize,
+    cols: usize,
+    n_tokens: usize,
+    ys: &mut [f32],
+    f: TinyFn<T>,
+) {
+    assert!(act.len() >= n_tokens * cols && wd.len() >= rows * cols);
+    assert!(ys.len() >= n_tokens * rows);
+    let bytes = std::mem::size_of::<T>();
+    let chunk = rows_per_task(rows, bytes * cols * n_tokens.min(8)).next_multiple_of(4);
+    let out = Out(ys.as_mut_ptr());
+    let task = |c: usize| {
+        let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+        // SAFETY: outputs t * rows + r for r in r0..r1 belong to this task only; the caller
+        // guarantees the instruction set
+        unsafe {
+            f(
+                act,
+                cols,
+                n_tokens,
+                &wd[r0 * cols..r1 * cols],
+                cols,
+                r1 - r0,
+                cols,
+                out.at(r0),
+                rows,
+            )
+        };
+    };
+    let n_chunks = rows.div_ceil(chunk);
+    if n_chunks == 1 {
+        task(0);
+    } else {
+        (0..n_chunks).into_par_iter().for_each(task);
+    }
+}
+
+/// F32 and BF16 weights on x86, two tokens or more, rows in fours and rows of whole 8-element
+/// steps: the order of tinyBLAS, which llama.cpp's `llamafile_sgemm` runs for F32 x F32 and
+/// BF16 x BF16 products there (activations rounded to bf16 for BF16 weights, as ggml's
+/// `vec_dot_type`). False, and nothing written, elsewhere or if the weight bytes are not aligned
+/// to their element; the one-row kernels (`ggml_vec_dot_f32`/`_bf16`'s order) run then.
+#[cfg(target_arch = "x86_64")]
+fn gemm_tiny_as_llama(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) -> bool {
+    let (rows, cols) = (w.rows, w.cols);
+    if !(isa.is_x86() && n_tokens >= 2 && rows.is_multiple_of(4) && cols.is_multiple_of(8)) {
+        return false;
+    }
+    match w.ty {
+        GgmlType::F32 => {
+            let Ok(wd) = bytemuck::try_cast_slice::<u8, f32>(w.data) else {
+                return false;
+            };
+            // SAFETY: the CPU runs `isa` (checked by `gemm_isa`); shapes checked there
+            unsafe {
+                tiny_tasks(
+                    xs,
+                    wd,
+                    rows,
+                    cols,
+                    n_tokens,
+                    ys,
+                    crate::vec::gemm_tiles::<crate::vec::F32>,
+                )
+            };
+            true
+        }
+        GgmlType::BF16 => {
+            let Ok(wd) = bytemuck::try_cast_slice::<u8, u16>(w.data) else {
+                return false;
+            };
+            with_scratch(2 * n_tokens * cols, |buf| {
+                buf.par_chunks_mut(2 * cols)
+                    .zip(xs.par_chunks(cols))
+                    .for_each(|(h, x)| crate::quantize_act(GgmlType::BF16, x, h));
+                let xh: &[u16] = bytemuck::cast_slice(buf);
+                // SAFETY: as above
+                unsafe {
+                    tiny_tasks(
+                        xh,
+                        wd,
+                        rows,
+                        cols,
+                        n_tokens,
+                        ys,
+                        crate::vec::gemm_tiles::<crate::vec::Bf16>,
+                    )
+                };
+            });
+            true
+        }
+        _ => false,
+    }
 }
 
 /// The tile kernels of one product: `mr` weight rows x `nr` tokens per call, with the smaller

@@ -364,6 +364,56 @@ pub unsafe fn gemm_f16_ptr(
     }
 }
 
+/// The tinyBLAS-order products of [`gemm_f16_ptr`] on the x86 kernels, in the shape of the
+/// F32/BF16 ones ([`gemm_tiles`]) (for `crate::matmul`, which calls them only where the CPU runs AVX2).
+///
+/// # Safety
+/// As [`gemm_f16_ptr`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_f16_tiles(
+    a: &[u16],
+    lda: usize,
+    m: usize,
+    b: &[u16],
+    ldb: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    gemm_f16_ptr(Isa::Avx2, a, lda, m, b, ldb, n, k, c, ldc)
+}
+
+/// The element types of [`gemm_tiles`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::{Bf16, F32};
+
+/// [`gemm_f16_tiles`] for f32 or bf16 rows (`E` = [`F32`] or [`Bf16`]: tinyBLAS's F32 x F32
+/// and BF16 x BF16 orders, an 8-lane FMA accumulator per output over steps of 8, bf16 widened by
+/// a shift, then the same horizontal sum).
+///
+/// # Safety
+/// As [`gemm_f16_ptr`]; the CPU runs AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_tiles<E: avx2::Elem>(
+    a: &[E::T],
+    lda: usize,
+    m: usize,
+    b: &[E::T],
+    ldb: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * lda + k <= a.len() && (n - 1) * ldb + k <= b.len());
+    avx2::gemm_elem::<E>(a, lda, m, b, ldb, n, k, c, ldc)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -514,6 +564,65 @@ mod avx2 {
         out[0] = s as f32;
     }
 
+    /// An element type of [`gemm`]: eight values from `p[i..]` widened to f32, all in bounds
+    /// (`full8`) or zero past `len` (`pad8`).
+    pub(crate) trait Elem {
+        type T: Copy;
+        unsafe fn full8(p: *const Self::T, i: usize) -> __m256;
+        unsafe fn pad8(p: *const Self::T, i: usize, len: usize) -> __m256;
+    }
+
+    /// IEEE half (F16C).
+    pub(crate) struct F16;
+    impl Elem for F16 {
+        type T = u16;
+        #[inline(always)]
+        unsafe fn full8(p: *const u16, i: usize) -> __m256 {
+            _mm256_cvtph_ps(_mm_loadu_si128(p.add(i).cast()))
+        }
+        #[inline(always)]
+        unsafe fn pad8(p: *const u16, i: usize, len: usize) -> __m256 {
+            ld8(p, i, len)
+        }
+    }
+
+    /// bfloat16 (widened by a shift, as tinyBLAS's `load(const ggml_bf16_t *)`).
+    pub(crate) struct Bf16;
+    impl Elem for Bf16 {
+        type T = u16;
+        #[inline(always)]
+        unsafe fn full8(p: *const u16, i: usize) -> __m256 {
+            let v = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.add(i).cast()));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v))
+        }
+        #[inline(always)]
+        unsafe fn pad8(p: *const u16, i: usize, len: usize) -> __m256 {
+            let mut t = [0u16; 8];
+            if i < len {
+                std::ptr::copy_nonoverlapping(p.add(i), t.as_mut_ptr(), (len - i).min(8));
+            }
+            Self::full8(t.as_ptr(), 0)
+        }
+    }
+
+    /// f32.
+    pub(crate) struct F32;
+    impl Elem for F32 {
+        type T = f32;
+        #[inline(always)]
+        unsafe fn full8(p: *const f32, i: usize) -> __m256 {
+            _mm256_loadu_ps(p.add(i))
+        }
+        #[inline(always)]
+        unsafe fn pad8(p: *const f32, i: usize, len: usize) -> __m256 {
+            let mut t = [0f32; 8];
+            if i < len {
+                std::ptr::copy_nonoverlapping(p.add(i), t.as_mut_ptr(), (len - i).min(8));
+            }
+            _mm256_loadu_ps(t.as_ptr())
+        }
+    }
+
     /// Eight f16 values from `p[i..]` as f32 (all eight in bounds).
     macro_rules! full8 {
         ($p:expr, $i:expr, $len:expr) => {
@@ -574,30 +683,29 @@ mod avx2 {
         }
     }
 
-    /// One `RM x RN` tile of [`super::gemm_f16`]: an 8-lane accumulator per output, element `l`
-    /// of a row in lane `l % 8`, zero past `k`, then [`hsum`].
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
+    /// One `RM x RN` tile of [`gemm`]: an 8-lane accumulator per output, element `l` of a row
+    /// in lane `l % 8`, zero past `k`, then [`hsum`].
+    #[inline(always)]
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-    unsafe fn tile_f16<const RM: usize, const RN: usize>(
-        a: *const u16,
+    unsafe fn tile<E: Elem, const RM: usize, const RN: usize>(
+        a: *const E::T,
         lda: usize,
-        b: *const u16,
+        b: *const E::T,
         ldb: usize,
         k: usize,
         c: *mut f32,
         ldc: usize,
     ) {
         let mut acc = [[_mm256_setzero_ps(); RN]; RM];
-        // one chunk of 8 elements at `l`, loaded with `full8` or `pad8`
+        // one chunk of 8 elements at `l`, loaded whole or zero-padded
         macro_rules! chunk {
-            ($ld:ident, $l:expr) => {{
+            ($l:expr, $ld:expr) => {{
                 let mut x = [_mm256_setzero_ps(); RM];
                 for i in 0..RM {
-                    x[i] = $ld!(a.add(i * lda), $l, k);
+                    x[i] = $ld(a.add(i * lda), $l);
                 }
                 for j in 0..RN {
-                    let y = $ld!(b.add(j * ldb), $l, k);
+                    let y = $ld(b.add(j * ldb), $l);
                     for i in 0..RM {
                         acc[i][j] = _mm256_fmadd_ps(x[i], y, acc[i][j]);
                     }
@@ -606,11 +714,11 @@ mod avx2 {
         }
         let mut l = 0;
         while l + 8 <= k {
-            chunk!(full8, l);
+            chunk!(l, |p, l| E::full8(p, l));
             l += 8;
         }
         if l < k {
-            chunk!(pad8, l);
+            chunk!(l, |p, l| E::pad8(p, l, k));
         }
         for i in 0..RM {
             for j in 0..RN {
@@ -619,28 +727,28 @@ mod avx2 {
         }
     }
 
-    /// [`super::gemm_f16`] in 3x4 tiles (12 accumulators, 3 rows of `a` and one of `b` live),
-    /// with smaller tiles at the edges.
-    #[target_feature(enable = "avx2,fma,f16c")]
+    /// tinyBLAS's products (`llamafile/sgemm.cpp`, `tinyBLAS<8, __m256, ...>`) of `m` rows of
+    /// `a` with `n` rows of `b` in 3x4 tiles (12 accumulators, 3 rows of `a` and one of `b`
+    /// live), with smaller tiles at the edges; every output summed alike whatever its tile.
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn gemm_f16(
-        a: &[u16],
+    unsafe fn gemm<E: Elem>(
+        pa: *const E::T,
         lda: usize,
         m: usize,
-        b: &[u16],
+        pb: *const E::T,
         ldb: usize,
         n: usize,
         k: usize,
         pc: *mut f32,
         ldc: usize,
     ) {
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
         macro_rules! row_of_tiles {
             ($rm:literal, $i:expr) => {{
                 let i = $i;
                 let mut j = 0;
                 while j + 4 <= n {
-                    tile_f16::<$rm, 4>(
+                    tile::<E, $rm, 4>(
                         pa.add(i * lda),
                         lda,
                         pb.add(j * ldb),
@@ -652,7 +760,7 @@ mod avx2 {
                     j += 4;
                 }
                 while j < n {
-                    tile_f16::<$rm, 1>(
+                    tile::<E, $rm, 1>(
                         pa.add(i * lda),
                         lda,
                         pb.add(j * ldb),
@@ -674,6 +782,40 @@ mod avx2 {
             row_of_tiles!(1, i);
             i += 1;
         }
+    }
+
+    /// [`gemm`] on f16 rows.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_f16(
+        a: &[u16],
+        lda: usize,
+        m: usize,
+        b: &[u16],
+        ldb: usize,
+        n: usize,
+        k: usize,
+        pc: *mut f32,
+        ldc: usize,
+    ) {
+        gemm::<F16>(a.as_ptr(), lda, m, b.as_ptr(), ldb, n, k, pc, ldc)
+    }
+
+    /// [`gemm`] on bf16 or f32 rows (`E` = [`Bf16`] or [`F32`]).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_elem<E: Elem>(
+        a: &[E::T],
+        lda: usize,
+        m: usize,
+        b: &[E::T],
+        ldb: usize,
+        n: usize,
+        k: usize,
+        pc: *mut f32,
+        ldc: usize,
+    ) {
+        gemm::<E>(a.as_ptr(), lda, m, b.as_ptr(), ldb, n, k, pc, ldc)
     }
 
     /// Two rows of [`super::dots_f16_ggml`] at a time, each in ggml's order.

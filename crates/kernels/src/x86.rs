@@ -237,7 +237,9 @@ unsafe fn load(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p.cast())
 }
 
-/// `ggml_vec_dot_f32` with AVX2/FMA (four 8-lane accumulators).
+/// `ggml_vec_dot_f32` with AVX2/FMA, in its order: four 8-lane accumulators over steps of 32,
+/// reduced as `GGML_F32x8_REDUCE` (`(a0 + a2) + (a1 + a3)`, halves, two `hadd`s), then the
+/// elements past the last step in f32, each as an FMA (`sumf += x[i]*y[i]`, which GCC contracts).
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs AVX2 and FMA.
@@ -255,13 +257,33 @@ unsafe fn vec_dot_f32<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
         }
         i += 32;
     }
-    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut sumf = hsum_float_8(s);
-    while i < n {
+    let mut sumf = reduce4_hadd(acc);
+    // GCC's code for the scalar loop: its vectorized part (8, then 4 at a time) rounds each
+    // product before the in-order add; the last 0-3 elements are contracted to FMAs
+    let vec_end = i + (n - i) / 4 * 4;
+    while i < vec_end {
         sumf += x.add(i).read_unaligned() * y.add(i).read_unaligned();
         i += 1;
     }
+    while i < n {
+        sumf = x
+            .add(i)
+            .read_unaligned()
+            .mul_add(y.add(i).read_unaligned(), sumf);
+        i += 1;
+    }
     sumf
+}
+
+/// ggml's `GGML_F32x8_REDUCE` of four accumulators: `(a0 + a2) + (a1 + a3)`, the two halves
+/// added, then two `hadd`s.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn reduce4_hadd(a: [__m256; 4]) -> f32 {
+    let x0 = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+    let t0 = _mm_add_ps(_mm256_castps256_ps128(x0), _mm256_extractf128_ps::<1>(x0));
+    let t1 = _mm_hadd_ps(t0, t0);
+    _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
 }
 
 /// `ggml_vec_dot_f16` with F16C conversion and FMA.
@@ -298,7 +320,10 @@ unsafe fn bf16x8(p: *const u8) -> __m256 {
     )))
 }
 
-/// `ggml_vec_dot_bf16` with AVX2/FMA (bf16 widened by a shift).
+/// `ggml_vec_dot_bf16` with AVX2/FMA (bf16 widened by a shift), in its order: four accumulators
+/// over steps of 32 (`mul` then `add`, which GCC contracts to an FMA), reduced as
+/// `(c0 + c2) + (c1 + c3)` and [`hsum_float_8`], then the elements past the last step added in
+/// f64 (`ggml_float`).
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs AVX2 and FMA.
@@ -315,17 +340,17 @@ unsafe fn vec_dot_bf16<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
         }
         i += 32;
     }
-    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut sumf = hsum_float_8(s);
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    let mut sumf = hsum_float_8(s) as f64;
     while i < n {
         let bx =
             f32::from_bits((u16::from_le_bytes([*x.add(2 * i), *x.add(2 * i + 1)]) as u32) << 16);
         let by =
             f32::from_bits((u16::from_le_bytes([*y.add(2 * i), *y.add(2 * i + 1)]) as u32) << 16);
-        sumf += bx * by;
+        sumf += (bx * by) as f64;
         i += 1;
     }
-    sumf
+    sumf as f32
 }
 
 /// `ggml_vec_dot_q8_0_q8_0`, AVX2.

@@ -404,6 +404,23 @@ fn gemv_and_gemm_check_every_output_element() {
                             // the x86 sets sum as llama.cpp does: whatever the path (one row,
                             // tiles, decode tiles), the bits of the one-row kernel or, for
                             // K-quant batches of 8 and more, of the tiled order
+                            // F32/BF16 batches whose rows come in fours: tinyBLAS's order, as
+                            // llama.cpp; elsewhere the one-row kernel's (ggml's `vec_dot`)
+                            let tiny = n_tokens >= 2 && rows % 4 == 0 && cols % 8 == 0;
+                            if isa.is_x86() && matches!(ty, GgmlType::F32 | GgmlType::BF16) {
+                                let exact = if tiny {
+                                    let wd = dequantize(ty, wr, cols);
+                                    let xd = dequantize(act_type(ty).unwrap(), &a, cols);
+                                    tiny_blas_reference(&wd, &xd)
+                                } else {
+                                    vec_dot(isa, ty, cols, wr, &a)
+                                };
+                                assert_eq!(
+                                    got.to_bits(),
+                                    exact.to_bits(),
+                                    "{ty} rows={rows} tokens={n_tokens} token {t} row {r}: {got} vs {exact} (tinyBLAS order: {tiny})"
+                                );
+                            }
                             if isa.is_x86() && ty.is_quantized() {
                                 let exact = if tiled_order(isa, ty, n_tokens) {
                                     dot_tiled_reference(ty, cols, wr, &a)
@@ -422,6 +439,17 @@ fn gemv_and_gemm_check_every_output_element() {
             }
         }
     }
+}
+
+/// One output of tinyBLAS's F32/BF16/F16 product (`llamafile/sgemm.cpp` on AVX2), in plain
+/// Rust: element `l` into lane `l % 8` by FMA, then the halves added, then `(r0 + r2) + (r1 + r3)`.
+fn tiny_blas_reference(w: &[f32], x: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (l, (&a, &b)) in x.iter().zip(w).enumerate() {
+        lanes[l % 8] = a.mul_add(b, lanes[l % 8]);
+    }
+    let r: Vec<f32> = (0..4).map(|k| lanes[k + 4] + lanes[k]).collect();
+    (r[0] + r[2]) + (r[1] + r[3])
 }
 
 #[test]
