@@ -3,7 +3,11 @@
 //! dot-product extension (`sdot`, emitted with `asm!` because its intrinsic is unstable).
 //!
 //! The kernel bodies are written once, generic over [`Dot`]; the `_neon` and `_dotprod`
-//! entry points instantiate them with the two ways of doing a 4-way i8 dot product.
+//! entry points instantiate them with the two ways of doing a 4-way i8 dot product. Each sums in
+//! the order of ggml-cpu's NEON code as GCC compiles it (32-element blocks in pairs with two
+//! accumulators, K-quant block sums with the FMAs GCC contracts, F32/F16 reductions and tails):
+//! `crates/kernels/tests/ggml_cpu.rs`, run under QEMU by `tests/aarch64.sh`, compares them bit
+//! for bit with llama.cpp's ggml-cpu built for armv8.2-a+dotprod and for armv8-a.
 
 use std::arch::aarch64::*;
 use std::arch::asm;
@@ -116,7 +120,10 @@ unsafe fn s8(v: uint8x16_t) -> int8x16_t {
     vreinterpretq_s8_u8(v)
 }
 
-/// `ggml_vec_dot_f32`, NEON (four 4-lane FMA accumulators).
+/// `ggml_vec_dot_f32`, NEON, in its order: four 4-lane FMA accumulators over steps of 16,
+/// reduced as `GGML_F32x4_REDUCE` (`(a0 + a2) + (a1 + a3)`, then `vaddvq`), then the elements
+/// past the last step in f32 as GCC compiled ggml's scalar loop: rounded products added in order
+/// in groups of four, the last 0-3 as FMAs.
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs NEON.
@@ -132,15 +139,26 @@ pub unsafe fn vec_dot_f32_neon(n: usize, x: *const u8, y: *const u8) -> f32 {
         }
         i += 16;
     }
-    let mut sumf = vaddvq_f32(vaddq_f32(
-        vaddq_f32(acc[0], acc[1]),
-        vaddq_f32(acc[2], acc[3]),
-    ));
-    while i < n {
+    let mut sumf = reduce4(acc);
+    let vec_end = i + (n - i) / 4 * 4;
+    while i < vec_end {
         sumf += x.add(i).read_unaligned() * y.add(i).read_unaligned();
         i += 1;
     }
+    while i < n {
+        sumf = x
+            .add(i)
+            .read_unaligned()
+            .mul_add(y.add(i).read_unaligned(), sumf);
+        i += 1;
+    }
     sumf
+}
+
+/// ggml's `GGML_F32x4_REDUCE` of four accumulators: `(a0 + a2) + (a1 + a3)`, then `vaddvq`.
+#[inline(always)]
+unsafe fn reduce4(a: [float32x4_t; 4]) -> f32 {
+    vaddvq_f32(vaddq_f32(vaddq_f32(a[0], a[2]), vaddq_f32(a[1], a[3])))
 }
 
 /// Four f16 (as bits) to f32, exactly, without the unstable f16 vector types: shift the
@@ -162,85 +180,114 @@ unsafe fn f16x4_to_f32(hb: uint16x4_t) -> float32x4_t {
     vreinterpretq_f32_u32(vorrq_u32(r, sign))
 }
 
-/// `ggml_vec_dot_f16`, NEON (f16 widened in integer registers, f32 FMA).
+/// `ggml_vec_dot_f16` as ggml-cpu runs it on NEON without FP16 vector arithmetic
+/// (`GGML_F32Cx4`): f16 widened to f32, four 4-lane FMA accumulators over steps of 16, reduced
+/// as [`reduce4`] into f64 (`ggml_float`), then the elements past the last step added in f64.
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs NEON.
 #[target_feature(enable = "neon")]
 pub unsafe fn vec_dot_f16_neon(n: usize, x: *const u8, y: *const u8) -> f32 {
     let (x, y) = (x.cast::<u16>(), y.cast::<u16>());
-    let mut acc = [vdupq_n_f32(0.0); 2];
-    let np = n & !7;
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let np = n & !15;
     let mut i = 0;
     while i < np {
-        let vx = vld1q_u16(x.add(i));
-        let vy = vld1q_u16(y.add(i));
-        acc[0] = vfmaq_f32(
-            acc[0],
-            f16x4_to_f32(vget_low_u16(vx)),
-            f16x4_to_f32(vget_low_u16(vy)),
-        );
-        acc[1] = vfmaq_f32(
-            acc[1],
-            f16x4_to_f32(vget_high_u16(vx)),
-            f16x4_to_f32(vget_high_u16(vy)),
-        );
-        i += 8;
+        for (k, a) in acc.iter_mut().enumerate() {
+            let vx = f16x4_to_f32(vld1_u16(x.add(i + 4 * k)));
+            let vy = f16x4_to_f32(vld1_u16(y.add(i + 4 * k)));
+            *a = vfmaq_f32(*a, vx, vy);
+        }
+        i += 16;
     }
-    let mut sumf = vaddvq_f32(vaddq_f32(acc[0], acc[1]));
+    let mut sumf = reduce4(acc) as f64;
     while i < n {
-        sumf += rd_f16(x.add(i).cast()) * rd_f16(y.add(i).cast());
+        sumf += (rd_f16(x.add(i).cast()) * rd_f16(y.add(i).cast())) as f64;
         i += 1;
     }
-    sumf
+    sumf as f32
 }
 
-/// `ggml_vec_dot_bf16`, NEON (bf16 widened by a shift, f32 FMA).
+/// `ggml_vec_dot_bf16` as ggml-cpu runs it on aarch64, which has no SIMD path for it: each
+/// product in f32 (exact: bf16 times bf16 fits), added in order in f64 (`ggml_float`). The
+/// products are taken eight at a time with NEON; the additions stay sequential.
 ///
 /// # Safety
 /// See [`crate::DotFn`]; needs NEON.
 #[target_feature(enable = "neon")]
 pub unsafe fn vec_dot_bf16_neon(n: usize, x: *const u8, y: *const u8) -> f32 {
     let (x, y) = (x.cast::<u16>(), y.cast::<u16>());
-    let mut acc = [vdupq_n_f32(0.0); 2];
-    let np = n & !7;
+    let mut sumf = 0f64;
+    let mut prod = [0f32; 8];
     let mut i = 0;
-    while i < np {
+    while i + 8 <= n {
         let vx = vld1q_u16(x.add(i));
         let vy = vld1q_u16(y.add(i));
         let xl = vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(vx)));
         let xh = vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_high_u16(vx)));
         let yl = vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(vy)));
         let yh = vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_high_u16(vy)));
-        acc[0] = vfmaq_f32(acc[0], xl, yl);
-        acc[1] = vfmaq_f32(acc[1], xh, yh);
+        vst1q_f32(prod.as_mut_ptr(), vmulq_f32(xl, yl));
+        vst1q_f32(prod.as_mut_ptr().add(4), vmulq_f32(xh, yh));
+        for &p in &prod {
+            sumf += p as f64;
+        }
         i += 8;
     }
-    let mut sumf = vaddvq_f32(vaddq_f32(acc[0], acc[1]));
     while i < n {
         let bx = f32::from_bits((x.add(i).read_unaligned() as u32) << 16);
         let by = f32::from_bits((y.add(i).read_unaligned() as u32) << 16);
-        sumf += bx * by;
+        sumf += (bx * by) as f64;
         i += 1;
     }
-    sumf
+    sumf as f32
+}
+
+/// ggml's NEON loop over 32-element blocks (`arch/arm/quants.c`), summed in its order: blocks
+/// in pairs, the even one into one f32x4 accumulator and the odd one into another, each as
+/// `acc = acc + float(p) * (d_x * d_y)` (`vmlaq_n_f32`: a multiply, then an add), then
+/// `vaddvq(acc0) + vaddvq(acc1)`. `block(ib)` gives block `ib`'s integer lane sums `p` and
+/// `d_x`, `d_y` (a macro, so the block's `sdot` stays in the caller's `dotprod` function). A
+/// last, odd block is the caller's (ggml's scalar loop).
+macro_rules! pairs {
+    ($nb:expr, $block:ident) => {{
+        let mut sumv0 = vdupq_n_f32(0.0);
+        let mut sumv1 = vdupq_n_f32(0.0);
+        let mut ib = 0;
+        while ib + 1 < $nb {
+            let (p0, dx0, dy0) = $block!(ib);
+            let (p1, dx1, dy1) = $block!(ib + 1);
+            sumv0 = vmlaq_n_f32(sumv0, vcvtq_f32_s32(p0), dx0 * dy0);
+            sumv1 = vmlaq_n_f32(sumv1, vcvtq_f32_s32(p1), dx1 * dy1);
+            ib += 2;
+        }
+        vaddvq_f32(sumv0) + vaddvq_f32(sumv1)
+    }};
 }
 
 #[inline(always)]
 unsafe fn q8_0_q8_0<D: Dot>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 32;
-    let mut sumv = vdupq_n_f32(0.0);
-    for ib in 0..nb {
-        let (bx, by) = (x.add(ib * Q8_0), y.add(ib * Q8_0));
-        let zero = vdupq_n_s32(0);
-        let p = D::dot(
-            D::dot(zero, ld_s8(bx.add(2)), ld_s8(by.add(2))),
-            ld_s8(bx.add(18)),
-            ld_s8(by.add(18)),
-        );
-        sumv = vmlaq_n_f32(sumv, vcvtq_f32_s32(p), rd_f16(bx) * rd_f16(by));
+    macro_rules! block {
+        ($ib:expr) => {{
+            let ib: usize = $ib;
+            let (bx, by) = (x.add(ib * Q8_0), y.add(ib * Q8_0));
+            let zero = vdupq_n_s32(0);
+            let p = D::dot(
+                D::dot(zero, ld_s8(bx.add(2)), ld_s8(by.add(2))),
+                ld_s8(bx.add(18)),
+                ld_s8(by.add(18)),
+            );
+            (p, rd_f16(bx), rd_f16(by))
+        }};
     }
-    vaddvq_f32(sumv)
+    let mut sumf = pairs!(nb, block);
+    if nb % 2 == 1 {
+        // ggml's scalar tail: `sumf += sumi*(d_x*d_y)`, contracted
+        let (p, dx, dy) = block!(nb - 1);
+        sumf = (vaddvq_s32(p) as f32).mul_add(dx * dy, sumf);
+    }
+    sumf
 }
 
 #[inline(always)]
@@ -248,36 +295,66 @@ unsafe fn q4_0_q8_0<D: Dot>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 32;
     let m4b = vdupq_n_u8(0x0F);
     let s8b = vdupq_n_s8(0x8);
-    let mut sumv = vdupq_n_f32(0.0);
-    for ib in 0..nb {
-        let (bx, by) = (x.add(ib * Q4_0), y.add(ib * Q8_0));
-        let v0 = ld_u8(bx.add(2));
-        let v0l = vsubq_s8(s8(vandq_u8(v0, m4b)), s8b);
-        let v0h = vsubq_s8(s8(vshrq_n_u8::<4>(v0)), s8b);
-        let zero = vdupq_n_s32(0);
-        let p = D::dot(D::dot(zero, v0l, ld_s8(by.add(2))), v0h, ld_s8(by.add(18)));
-        sumv = vmlaq_n_f32(sumv, vcvtq_f32_s32(p), rd_f16(bx) * rd_f16(by));
+    macro_rules! block {
+        ($ib:expr) => {{
+            let ib: usize = $ib;
+            let (bx, by) = (x.add(ib * Q4_0), y.add(ib * Q8_0));
+            let v0 = ld_u8(bx.add(2));
+            let v0l = vsubq_s8(s8(vandq_u8(v0, m4b)), s8b);
+            let v0h = vsubq_s8(s8(vshrq_n_u8::<4>(v0)), s8b);
+            let zero = vdupq_n_s32(0);
+            let p = D::dot(D::dot(zero, v0l, ld_s8(by.add(2))), v0h, ld_s8(by.add(18)));
+            (p, rd_f16(bx), rd_f16(by))
+        }};
     }
-    vaddvq_f32(sumv)
+    let mut sumf = pairs!(nb, block);
+    if nb % 2 == 1 {
+        // `sumf += sumi*d_x*d_y`, contracted
+        let (p, dx, dy) = block!(nb - 1);
+        sumf = (vaddvq_s32(p) as f32 * dx).mul_add(dy, sumf);
+    }
+    sumf
+}
+
+/// ggml's scalar tail of Q4_1/Q5_1: `sumf += (d_x*d_y)*sumi + m*s`, which GCC contracts to
+/// `sumf + fma(d_x*d_y, sumi, m*s)`.
+#[inline(always)]
+fn tail_q1(sumf: f32, sumi: i32, dx: f32, dy: f32, m: f32, s: f32) -> f32 {
+    sumf + (dx * dy).mul_add(sumi as f32, m * s)
 }
 
 #[inline(always)]
 unsafe fn q4_1_q8_1<D: Dot>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 32;
     let m4b = vdupq_n_u8(0x0F);
-    let mut sumv = vdupq_n_f32(0.0);
-    let mut summs = 0f32;
-    for ib in 0..nb {
-        let (bx, by) = (x.add(ib * Q4_1), y.add(ib * Q8_1));
-        summs += rd_f16(bx.add(2)) * rd_f16(by.add(2));
-        let v0 = ld_u8(bx.add(4));
-        let v0l = s8(vandq_u8(v0, m4b));
-        let v0h = s8(vshrq_n_u8::<4>(v0));
-        let zero = vdupq_n_s32(0);
-        let p = D::dot(D::dot(zero, v0l, ld_s8(by.add(4))), v0h, ld_s8(by.add(20)));
-        sumv = vmlaq_n_f32(sumv, vcvtq_f32_s32(p), rd_f16(bx) * rd_f16(by));
+    macro_rules! block {
+        ($ib:expr) => {{
+            let ib: usize = $ib;
+            let (bx, by) = (x.add(ib * Q4_1), y.add(ib * Q8_1));
+            let v0 = ld_u8(bx.add(4));
+            let v0l = s8(vandq_u8(v0, m4b));
+            let v0h = s8(vshrq_n_u8::<4>(v0));
+            let zero = vdupq_n_s32(0);
+            let p = D::dot(D::dot(zero, v0l, ld_s8(by.add(4))), v0h, ld_s8(by.add(20)));
+            (p, rd_f16(bx), rd_f16(by))
+        }};
     }
-    vaddvq_f32(sumv) + summs
+    let ms = |ib: usize| (rd_f16(x.add(ib * Q4_1 + 2)), rd_f16(y.add(ib * Q8_1 + 2)));
+    // `summs += m0*s0 + m1*s1` per pair of blocks, contracted to `summs + fma(m0, s0, m1*s1)`
+    let mut summs = 0f32;
+    let mut ib = 0;
+    while ib + 1 < nb {
+        let ((m0, s0), (m1, s1)) = (ms(ib), ms(ib + 1));
+        summs += m0.mul_add(s0, m1 * s1);
+        ib += 2;
+    }
+    let mut sumf = pairs!(nb, block) + summs;
+    if nb % 2 == 1 {
+        let (p, dx, dy) = block!(nb - 1);
+        let (m, s) = ms(nb - 1);
+        sumf = tail_q1(sumf, vaddvq_s32(p), dx, dy, m, s);
+    }
+    sumf
 }
 
 /// The 32 high bits of a Q5 block as two 16-byte masks with 0x10 where the bit is set.
@@ -300,38 +377,62 @@ unsafe fn q5_0_q8_0<D: Dot>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 32;
     let m4b = vdupq_n_u8(0x0F);
     let s16 = vdupq_n_s8(16);
-    let mut sumv = vdupq_n_f32(0.0);
-    for ib in 0..nb {
-        let (bx, by) = (x.add(ib * Q5_0), y.add(ib * Q8_0));
-        let (hl, hh) = q5_high(rd_u32(bx.add(2)));
-        let v0 = ld_u8(bx.add(6));
-        let v0l = vsubq_s8(s8(vorrq_u8(vandq_u8(v0, m4b), hl)), s16);
-        let v0h = vsubq_s8(s8(vorrq_u8(vshrq_n_u8::<4>(v0), hh)), s16);
-        let zero = vdupq_n_s32(0);
-        let p = D::dot(D::dot(zero, v0l, ld_s8(by.add(2))), v0h, ld_s8(by.add(18)));
-        sumv = vmlaq_n_f32(sumv, vcvtq_f32_s32(p), rd_f16(bx) * rd_f16(by));
+    macro_rules! block {
+        ($ib:expr) => {{
+            let ib: usize = $ib;
+            let (bx, by) = (x.add(ib * Q5_0), y.add(ib * Q8_0));
+            let (hl, hh) = q5_high(rd_u32(bx.add(2)));
+            let v0 = ld_u8(bx.add(6));
+            let v0l = vsubq_s8(s8(vorrq_u8(vandq_u8(v0, m4b), hl)), s16);
+            let v0h = vsubq_s8(s8(vorrq_u8(vshrq_n_u8::<4>(v0), hh)), s16);
+            let zero = vdupq_n_s32(0);
+            let p = D::dot(D::dot(zero, v0l, ld_s8(by.add(2))), v0h, ld_s8(by.add(18)));
+            (p, rd_f16(bx), rd_f16(by))
+        }};
     }
-    vaddvq_f32(sumv)
+    let mut sumf = pairs!(nb, block);
+    if nb % 2 == 1 {
+        // `sumf += (d_x*d_y) * sumi`, contracted
+        let (p, dx, dy) = block!(nb - 1);
+        sumf = (dx * dy).mul_add(vaddvq_s32(p) as f32, sumf);
+    }
+    sumf
 }
 
 #[inline(always)]
 unsafe fn q5_1_q8_1<D: Dot>(n: usize, x: *const u8, y: *const u8) -> f32 {
     let nb = n / 32;
     let m4b = vdupq_n_u8(0x0F);
-    let mut sumv = vdupq_n_f32(0.0);
-    let mut summs = 0f32;
-    for ib in 0..nb {
-        let (bx, by) = (x.add(ib * Q5_1), y.add(ib * Q8_1));
-        summs += rd_f16(bx.add(2)) * rd_f16(by.add(2));
-        let (hl, hh) = q5_high(rd_u32(bx.add(4)));
-        let v0 = ld_u8(bx.add(8));
-        let v0l = s8(vorrq_u8(vandq_u8(v0, m4b), hl));
-        let v0h = s8(vorrq_u8(vshrq_n_u8::<4>(v0), hh));
-        let zero = vdupq_n_s32(0);
-        let p = D::dot(D::dot(zero, v0l, ld_s8(by.add(4))), v0h, ld_s8(by.add(20)));
-        sumv = vmlaq_n_f32(sumv, vcvtq_f32_s32(p), rd_f16(bx) * rd_f16(by));
+    macro_rules! block {
+        ($ib:expr) => {{
+            let ib: usize = $ib;
+            let (bx, by) = (x.add(ib * Q5_1), y.add(ib * Q8_1));
+            let (hl, hh) = q5_high(rd_u32(bx.add(4)));
+            let v0 = ld_u8(bx.add(8));
+            let v0l = s8(vorrq_u8(vandq_u8(v0, m4b), hl));
+            let v0h = s8(vorrq_u8(vshrq_n_u8::<4>(v0), hh));
+            let zero = vdupq_n_s32(0);
+            let p = D::dot(D::dot(zero, v0l, ld_s8(by.add(4))), v0h, ld_s8(by.add(20)));
+            (p, rd_f16(bx), rd_f16(by))
+        }};
     }
-    vaddvq_f32(sumv) + summs
+    let ms = |ib: usize| (rd_f16(x.add(ib * Q5_1 + 2)), rd_f16(y.add(ib * Q8_1 + 2)));
+    // `summs0 += m0*s0` and `summs1 += m1*s1`, contracted
+    let (mut summs0, mut summs1) = (0f32, 0f32);
+    let mut ib = 0;
+    while ib + 1 < nb {
+        let ((m0, s0), (m1, s1)) = (ms(ib), ms(ib + 1));
+        summs0 = m0.mul_add(s0, summs0);
+        summs1 = m1.mul_add(s1, summs1);
+        ib += 2;
+    }
+    let mut sumf = pairs!(nb, block) + summs0 + summs1;
+    if nb % 2 == 1 {
+        let (p, dx, dy) = block!(nb - 1);
+        let (m, s) = ms(nb - 1);
+        sumf = tail_q1(sumf, vaddvq_s32(p), dx, dy, m, s);
+    }
+    sumf
 }
 
 /// `sum_j bsums[j] * mins[j / 2]` for Q4_K/Q5_K.
@@ -358,7 +459,8 @@ unsafe fn q4_k_q8_k<D: Dot>(n: usize, x: *const u8, y: *const u8) -> f32 {
         let d = yd * rd_f16(bx);
         let dmin = yd * rd_f16(bx.add(2));
         let (scales, mins) = k4_scales_mins(&*bx.add(4).cast::<[u8; 12]>());
-        sumf -= dmin * k4_mins_dot(by.add(260), &mins) as f32;
+        // ggml: `sumf -= dmin * sum(mins)`, contracted (GCC) to one FMA
+        sumf = (-dmin).mul_add(k4_mins_dot(by.add(260), &mins) as f32, sumf);
         let mut acc = vdupq_n_s32(0);
         for j in 0..4 {
             let q4 = bx.add(16 + 32 * j);
@@ -379,7 +481,8 @@ unsafe fn q4_k_q8_k<D: Dot>(n: usize, x: *const u8, y: *const u8) -> f32 {
             acc = vmlaq_n_s32(acc, pl, scales[2 * j] as i32);
             acc = vmlaq_n_s32(acc, ph, scales[2 * j + 1] as i32);
         }
-        sumf += d * vaddvq_s32(acc) as f32;
+        // `sumf += d * (sumi1 + sumi2)`, contracted
+        sumf = d.mul_add(vaddvq_s32(acc) as f32, sumf);
     }
     sumf
 }
@@ -396,7 +499,9 @@ unsafe fn q5_k_q8_k<D: Dot>(n: usize, x: *const u8, y: *const u8) -> f32 {
         let d = yd * rd_f16(bx);
         let dmin = yd * rd_f16(bx.add(2));
         let (scales, mins) = k4_scales_mins(&*bx.add(4).cast::<[u8; 12]>());
-        sumf -= dmin * k4_mins_dot(by.add(260), &mins) as f32;
+        // ggml: `sumf += d * sumi - dmin * sumi_mins`, which GCC contracts to
+        // `sumf + fma(d, sumi, -(dmin * sumi_mins))`
+        let mins_term = dmin * k4_mins_dot(by.add(260), &mins) as f32;
         let mut qh0 = ld_u8(bx.add(16));
         let mut qh1 = ld_u8(bx.add(32));
         let mut acc = vdupq_n_s32(0);
@@ -431,7 +536,7 @@ unsafe fn q5_k_q8_k<D: Dot>(n: usize, x: *const u8, y: *const u8) -> f32 {
             acc = vmlaq_n_s32(acc, pl, scales[2 * j] as i32);
             acc = vmlaq_n_s32(acc, ph, scales[2 * j + 1] as i32);
         }
-        sumf += d * vaddvq_s32(acc) as f32;
+        sumf += d.mul_add(vaddvq_s32(acc) as f32, -mins_term);
     }
     sumf
 }
@@ -493,7 +598,8 @@ unsafe fn q6_k_q8_k<D: Dot>(n: usize, x: *const u8, y: *const u8) -> f32 {
                 acc = vmlaq_n_s32(acc, p, *sc.add(8 * c + k) as i32);
             }
         }
-        sumf += d * (vaddvq_s32(acc) - 32 * isum_mins) as f32;
+        // ggml: `sum += d_all * d_y * (isum - 32 * isum_mins)`, contracted
+        sumf = d.mul_add((vaddvq_s32(acc) - 32 * isum_mins) as f32, sumf);
     }
     sumf
 }

@@ -1,11 +1,13 @@
-//! The AVX2 kernels against ggml-cpu itself: llama.cpp's CPU library, as llama-cpp-python builds
-//! it into `.venv` (`tests/setup-python.sh`), is loaded and its own activation quantizers and
-//! one-row dot products (`ggml_get_type_traits_cpu`) run on the same random rows as ours. On a
-//! CPU where that build uses AVX2 (and not AVX-512, whose sums are grouped otherwise), every
-//! quantized type and F16 must give ggml's bits: the same activation bytes and the same f32 dot
-//! product.
+//! Our SIMD kernels against ggml-cpu itself. On x86_64, llama.cpp's CPU library as
+//! llama-cpp-python builds it into `.venv` (`tests/setup-python.sh`); on aarch64 (under QEMU),
+//! the same llama.cpp version's ggml-cpu cross-built by `tests/aarch64.sh`, with `+dotprod`
+//! against our dotprod kernels and for plain armv8-a against our NEON ones
+//! (`SLMPACK_GGML_CPU_LIB`). Its own activation quantizers and one-row dot products
+//! (`ggml_get_type_traits_cpu`) run on the same random rows as ours. Where that build uses AVX2
+//! (and not AVX-512, whose sums are grouped otherwise) or NEON, every weight type must give
+//! ggml's bits: the same activation bytes and the same f32 dot product, including rows that end
+//! in a partial SIMD step (F32/F16/BF16) or an odd number of blocks (NEON sums them in pairs).
 //! This is what makes slmpack's logits bit-identical to llama.cpp's (tests/oracle/test_infer.py).
-#![cfg(target_arch = "x86_64")]
 
 use std::path::PathBuf;
 
@@ -54,12 +56,27 @@ fn bytemuck_u16(b: &[u8]) -> Vec<u16> {
         .collect()
 }
 
-/// llama.cpp's ggml-cpu, loaded; `None` (with a note) on a CPU without AVX2, where the
-/// comparison with its AVX2 code does not apply.
-fn load() -> Option<libloading::Library> {
-    if !Isa::Avx2.usable() {
+/// Our instruction set that ggml-cpu's build is compared with: AVX2 on x86_64; on aarch64 the
+/// best of NEON and dotprod (`SLMPACK_ISA` picks one), against a ggml-cpu built for aarch64 (with
+/// or without `+dotprod`) given by `SLMPACK_GGML_CPU_LIB` (tests/aarch64.sh builds both).
+fn ours() -> Option<Isa> {
+    if cfg!(target_arch = "x86_64") {
+        return Isa::Avx2.usable().then_some(Isa::Avx2);
+    }
+    let isa = slmpack_kernels::isa();
+    (isa != Isa::Scalar).then_some(isa)
+}
+
+/// llama.cpp's ggml-cpu, loaded, and the set to compare it with; `None` (with a note) where the
+/// comparison does not apply: no SIMD set of ours, or on aarch64 no ggml-cpu build given.
+fn load() -> Option<(libloading::Library, Isa)> {
+    let Some(isa) = ours() else {
+        eprintln!("NOT EXERCISED: no AVX2/NEON here; nothing to compare with ggml-cpu's SIMD code");
+        return None;
+    };
+    if cfg!(not(target_arch = "x86_64")) && std::env::var_os("SLMPACK_GGML_CPU_LIB").is_none() {
         eprintln!(
-            "note: no AVX2 on this CPU; the comparison with ggml-cpu's AVX2 code does not apply"
+            "NOT EXERCISED: no aarch64 ggml-cpu given (SLMPACK_GGML_CPU_LIB; tests/aarch64.sh builds it)"
         );
         return None;
     }
@@ -67,12 +84,13 @@ fn load() -> Option<libloading::Library> {
     // SAFETY: the library is llama.cpp's ggml-cpu; its symbols are used with their C signatures.
     let lib = unsafe { libloading::Library::new(&path) }
         .unwrap_or_else(|e| panic!("cannot load `{}`: {e}", path.display()));
-    Some(lib)
+    eprintln!("comparing our `{isa}` kernels with {}", path.display());
+    Some((lib, isa))
 }
 
 #[test]
-fn avx2_kernels_give_ggml_cpus_bits() {
-    let Some(lib) = load() else { return };
+fn simd_kernels_give_ggml_cpus_bits() {
+    let Some((lib, isa)) = load() else { return };
     let (traits, avx512) = unsafe {
         let init: libloading::Symbol<unsafe extern "C" fn()> = lib.get(b"ggml_cpu_init").unwrap();
         init();
@@ -94,8 +112,10 @@ fn avx2_kernels_give_ggml_cpus_bits() {
         );
         let (from_float, dot) = (ta.from_float.unwrap(), tw.vec_dot.unwrap());
         // F32/BF16/F16 rows also of lengths that leave elements past ggml's steps of 32
-        let odd: &[(usize, u64)] = if ty.block_size() == 1 {
-            &[
+        // and for the 32-element block types rows of an odd number of blocks (ggml's NEON code
+        // sums blocks in pairs, the last odd one apart)
+        let odd: &[(usize, u64)] = match ty.block_size() {
+            1 => &[
                 (33, 5),
                 (100, 6),
                 (1000, 7),
@@ -113,9 +133,9 @@ fn avx2_kernels_give_ggml_cpus_bits() {
                 (3, 19),
                 (7, 20),
                 (13, 21),
-            ]
-        } else {
-            &[]
+            ],
+            32 => &[(96, 22), (288, 23)],
+            _ => &[],
         };
         for &(n, seed) in [(256usize, 1u64), (512, 2), (1536, 3), (4096, 4)]
             .iter()
@@ -135,7 +155,7 @@ fn avx2_kernels_give_ggml_cpus_bits() {
                 slmpack_quant::quantize(ty, &w, n, &mut wq).unwrap();
                 let mut ours_a = vec![0u8; row_bytes(at, n)];
                 let mut ggml_a = vec![0u8; row_bytes(at, n)];
-                quantize_act_isa(Isa::Avx2, at, &x, &mut ours_a);
+                quantize_act_isa(isa, at, &x, &mut ours_a);
                 // SAFETY: buffers of the sizes ggml expects for `n` elements
                 unsafe { from_float(x.as_ptr(), ggml_a.as_mut_ptr(), n as i64) };
                 if at == GgmlType::Q8_K {
@@ -146,14 +166,15 @@ fn avx2_kernels_give_ggml_cpus_bits() {
                     ours_a == ggml_a,
                     "{ty} n={n} case {case}: activation bytes differ from ggml's"
                 );
-                let ours = if ty == GgmlType::F16 {
-                    // F16 weight products run `ggml_vec_dot_f16`'s order (slmpack_kernels::gemm)
+                let ours = if ty == GgmlType::F16 && isa.is_x86() {
+                    // F16 weight products run `ggml_vec_dot_f16`'s order (slmpack_kernels::gemm;
+                    // on aarch64 the one-row kernel has it)
                     let (h, xa) = (bytemuck_u16(&wq), bytemuck_u16(&ours_a));
                     let mut o = [0f32];
-                    slmpack_kernels::vec::dots_f16_ggml_isa(Isa::Avx2, &xa, &h, n, n, &mut o);
+                    slmpack_kernels::vec::dots_f16_ggml_isa(isa, &xa, &h, n, n, &mut o);
                     o[0]
                 } else {
-                    vec_dot(Isa::Avx2, ty, n, &wq, &ours_a)
+                    vec_dot(isa, ty, n, &wq, &ours_a)
                 };
                 let mut theirs = f32::NAN;
                 // SAFETY: one row of `n` elements each, one output
@@ -183,7 +204,7 @@ fn avx2_kernels_give_ggml_cpus_bits() {
         }
     }
     eprintln!("dot products not bit-identical to ggml-cpu's, of 32 per type: {differ:?}");
-    assert_eq!(checked, (WEIGHT_TYPES.len() * 4 + 3 * 17) * 8);
+    assert_eq!(checked, (WEIGHT_TYPES.len() * 4 + 3 * 17 + 5 * 2) * 8);
     if avx512 {
         eprintln!("note: this llama.cpp build uses AVX-512; compared within 1e-5, not bit for bit");
     } else {
@@ -200,7 +221,11 @@ fn avx2_kernels_give_ggml_cpus_bits() {
 /// `quantize_row_q8_K`'s).
 #[test]
 fn four_token_q8_k_quantizer_gives_ggml_cpus_bytes() {
-    let Some(lib) = load() else { return };
+    let Some((lib, _)) = load() else { return };
+    if cfg!(not(target_arch = "x86_64")) {
+        eprintln!("NOT EXERCISED: the four-token Q8_K quantizer is llama.cpp's x86 repack");
+        return;
+    }
     let quant4: libloading::Symbol<unsafe extern "C" fn(*const f32, *mut u8, i64)> =
         unsafe { lib.get(b"ggml_quantize_mat_q8_K_4x8").unwrap() };
     for (k, seed) in [(256usize, 1u64), (1536, 2)] {
