@@ -139,20 +139,8 @@ pub unsafe fn vec_dot_f32_neon(n: usize, x: *const u8, y: *const u8) -> f32 {
         }
         i += 16;
     }
-    let mut sumf = reduce4(acc);
-    let vec_end = i + (n - i) / 4 * 4;
-    while i < vec_end {
-        sumf += x.add(i).read_unaligned() * y.add(i).read_unaligned();
-        i += 1;
-    }
-    while i < n {
-        sumf = x
-            .add(i)
-            .read_unaligned()
-            .mul_add(y.add(i).read_unaligned(), sumf);
-        i += 1;
-    }
-    sumf
+    let sumf = reduce4(acc);
+    crate::f32_tail_as_gcc(x, y, i, n, sumf)
 }
 
 /// ggml's `GGML_F32x4_REDUCE` of four accumulators: `(a0 + a2) + (a1 + a3)`, then `vaddvq`.

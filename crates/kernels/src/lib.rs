@@ -692,6 +692,36 @@ pub(crate) fn k4_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     )
 }
 
+/// The elements `from..n` of an f32 dot product added to `sumf` as GCC compiles ggml's scalar
+/// tail loop (`sumf += x[i]*y[i]` in f32) on x86_64 and aarch64: its vectorised part rounds
+/// each product and adds them in order, four at a time, and the last 0-3 are contracted to FMAs.
+///
+/// # Safety
+/// `x` and `y` must hold `n` readable f32 each (unaligned is fine).
+#[inline(always)]
+pub(crate) unsafe fn f32_tail_as_gcc(
+    x: *const f32,
+    y: *const f32,
+    from: usize,
+    n: usize,
+    mut sumf: f32,
+) -> f32 {
+    let mut i = from;
+    let vec_end = i + (n - i) / 4 * 4;
+    while i < vec_end {
+        sumf += x.add(i).read_unaligned() * y.add(i).read_unaligned();
+        i += 1;
+    }
+    while i < n {
+        sumf = x
+            .add(i)
+            .read_unaligned()
+            .mul_add(y.add(i).read_unaligned(), sumf);
+        i += 1;
+    }
+    sumf
+}
+
 #[inline(always)]
 #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 pub(crate) unsafe fn rd_f16(p: *const u8) -> f32 {

@@ -257,22 +257,8 @@ unsafe fn vec_dot_f32<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
         }
         i += 32;
     }
-    let mut sumf = reduce4_hadd(acc);
-    // GCC's code for the scalar loop: its vectorized part (8, then 4 at a time) rounds each
-    // product before the in-order add; the last 0-3 elements are contracted to FMAs
-    let vec_end = i + (n - i) / 4 * 4;
-    while i < vec_end {
-        sumf += x.add(i).read_unaligned() * y.add(i).read_unaligned();
-        i += 1;
-    }
-    while i < n {
-        sumf = x
-            .add(i)
-            .read_unaligned()
-            .mul_add(y.add(i).read_unaligned(), sumf);
-        i += 1;
-    }
-    sumf
+    let sumf = reduce4_hadd(acc);
+    crate::f32_tail_as_gcc(x, y, i, n, sumf)
 }
 
 /// ggml's `GGML_F32x8_REDUCE` of four accumulators: `(a0 + a2) + (a1 + a3)`, the two halves
