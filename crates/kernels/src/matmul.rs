@@ -192,11 +192,10 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
     if n_tokens == 0 || w.rows == 0 {
         return;
     }
-    if w.ty == GgmlType::F16 && isa.is_x86() && gemm_f16_as_llama(isa, w, xs, n_tokens, ys) {
-        return;
-    }
     #[cfg(target_arch = "x86_64")]
-    if gemm_tiny_as_llama(isa, w, xs, n_tokens, ys) {
+    if (w.ty == GgmlType::F16 && isa.is_x86() && gemm_f16_as_llama(isa, w, xs, n_tokens, ys))
+        || gemm_tiny_as_llama(isa, w, xs, n_tokens, ys)
+    {
         return;
     }
     let at = act_type(w.ty).expect("validated");
@@ -285,6 +284,7 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
 /// bytes are not 2-byte aligned): the activations rounded to f16, then for two tokens or more
 /// with rows in fours and rows of whole 8-element steps tinyBLAS's order
 /// ([`crate::vec::gemm_f16`]), else `ggml_vec_dot_f16`'s ([`crate::vec::dots_f16_ggml`]).
+#[cfg(target_arch = "x86_64")]
 fn gemm_f16_as_llama(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) -> bool {
     let Ok(wd) = bytemuck::try_cast_slice::<u8, u16>(w.data) else {
         return false;
@@ -303,7 +303,17 @@ fn gemm_f16_as_llama(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mu
         let xh: &[u16] = xh;
         if tiny {
             // SAFETY: the CPU runs `isa` (asserted by the caller); every output row is in `ys`
-            unsafe { tiny_tasks(xh, wd, rows, cols, n_tokens, ys, crate::vec::gemm_f16_tiles) };
+            unsafe {
+                tiny_tasks(
+                    xh,
+                    wd,
+                    rows,
+                    cols,
+                    n_tokens,
+                    ys,
+                    crate::vec::gemm_tiles::<crate::vec::F16>,
+                )
+            };
             return;
         }
         let chunk = rows_per_task(rows, 2 * cols * n_tokens.min(8)).next_multiple_of(4);
@@ -337,6 +347,7 @@ fn gemm_f16_as_llama(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mu
 
 /// A tinyBLAS-order product on x86: `c[i * ldc + j]` = row `i` of `a` (`m` rows) times row `j`
 /// of `b` (`n` rows), `k` elements each.
+#[cfg(target_arch = "x86_64")]
 type TinyFn<T> = unsafe fn(&[T], usize, usize, &[T], usize, usize, usize, *mut f32, usize);
 
 /// `ys[t * rows + r]` = token `t` of `act` times weight row `r` of `wd` (`cols` elements each)
@@ -345,6 +356,7 @@ type TinyFn<T> = unsafe fn(&[T], usize, usize, &[T], usize, usize, usize, *mut f
 /// # Safety
 /// The CPU runs `f`'s instruction set; `act` holds `n_tokens` rows, `wd` `rows` rows, `ys`
 /// `n_tokens * rows` outputs.
+#[cfg(target_arch = "x86_64")]
 unsafe fn tiny_tasks<T: Sync>(
     act: &[T],
     wd: &[T],

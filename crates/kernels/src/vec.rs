@@ -354,7 +354,7 @@ pub unsafe fn gemm_f16_ptr(
     #[cfg(target_arch = "x86_64")]
     if isa.is_x86() {
         // SAFETY: checked by `usable`; rows in bounds (checked above); outputs by the caller.
-        return avx2::gemm_f16(a, lda, m, b, ldb, n, k, c, ldc);
+        return avx2::gemm_elem::<avx2::F16>(a, lda, m, b, ldb, n, k, c, ldc);
     }
     for i in 0..m {
         for j in 0..n {
@@ -364,33 +364,14 @@ pub unsafe fn gemm_f16_ptr(
     }
 }
 
-/// The tinyBLAS-order products of [`gemm_f16_ptr`] on the x86 kernels, in the shape of the
-/// F32/BF16 ones ([`gemm_tiles`]) (for `crate::matmul`, which calls them only where the CPU runs AVX2).
-///
-/// # Safety
-/// As [`gemm_f16_ptr`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_f16_tiles(
-    a: &[u16],
-    lda: usize,
-    m: usize,
-    b: &[u16],
-    ldb: usize,
-    n: usize,
-    k: usize,
-    c: *mut f32,
-    ldc: usize,
-) {
-    gemm_f16_ptr(Isa::Avx2, a, lda, m, b, ldb, n, k, c, ldc)
-}
-
 /// The element types of [`gemm_tiles`].
 #[cfg(target_arch = "x86_64")]
-pub(crate) use avx2::{Bf16, F32};
+pub(crate) use avx2::{Bf16, F16, F32};
 
-/// [`gemm_f16_tiles`] for f32 or bf16 rows (`E` = [`F32`] or [`Bf16`]: tinyBLAS's F32 x F32
-/// and BF16 x BF16 orders, an 8-lane FMA accumulator per output over steps of 8, bf16 widened by
-/// a shift, then the same horizontal sum).
+/// [`gemm_f16_ptr`]'s tinyBLAS-order products on the x86 kernels for f16, f32 or bf16 rows
+/// (`E` = [`F16`], [`F32`] or [`Bf16`]: tinyBLAS's F16 x F16, F32 x F32 and BF16 x BF16 orders,
+/// an 8-lane FMA accumulator per output over steps of 8, bf16 widened by a shift, then the same
+/// horizontal sum), for `crate::matmul`.
 ///
 /// # Safety
 /// As [`gemm_f16_ptr`]; the CPU runs AVX2 and FMA.
@@ -553,7 +534,7 @@ mod avx2 {
             x3 = _mm256_fmadd_ps(ld8(pa, i + 24, len), ld8(pb, i + 24, len), x3);
             i += 32;
         }
-        let mut s = reduce4(x0, x1, x2, x3) as f64;
+        let mut s = crate::x86::reduce4_hadd([x0, x1, x2, x3]) as f64;
         if np < len {
             let mut t = [0f32; 32];
             tail_products(pa, pb, np, len, &mut t);
@@ -650,16 +631,6 @@ mod avx2 {
             }
             _mm256_cvtph_ps(_mm_loadu_si128(t.as_ptr().cast()))
         }
-    }
-
-    /// ggml's reduction of its four `ggml_vec_dot_f16` accumulators.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn reduce4(a0: __m256, a1: __m256, a2: __m256, a3: __m256) -> f32 {
-        let x0 = _mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3));
-        let t0 = _mm_add_ps(_mm256_castps256_ps128(x0), _mm256_extractf128_ps(x0, 1));
-        let t1 = _mm_hadd_ps(t0, t0);
-        _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
     }
 
     /// The f32 products `a[i] * b[i]` for `i` in `from..len` (exact: f16 times f16 fits f32),
@@ -784,24 +755,7 @@ mod avx2 {
         }
     }
 
-    /// [`gemm`] on f16 rows.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn gemm_f16(
-        a: &[u16],
-        lda: usize,
-        m: usize,
-        b: &[u16],
-        ldb: usize,
-        n: usize,
-        k: usize,
-        pc: *mut f32,
-        ldc: usize,
-    ) {
-        gemm::<F16>(a.as_ptr(), lda, m, b.as_ptr(), ldb, n, k, pc, ldc)
-    }
-
-    /// [`gemm`] on bf16 or f32 rows (`E` = [`Bf16`] or [`F32`]).
+    /// [`gemm`] on f16, bf16 or f32 rows (`E` = [`F16`], [`Bf16`] or [`F32`]).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn gemm_elem<E: Elem>(
@@ -859,8 +813,8 @@ mod avx2 {
             if i < ends {
                 group!(pad8);
             }
-            let mut s0 = reduce4(x0, x1, x2, x3) as f64;
-            let mut s1 = reduce4(y0, y1, y2, y3) as f64;
+            let mut s0 = crate::x86::reduce4_hadd([x0, x1, x2, x3]) as f64;
+            let mut s1 = crate::x86::reduce4_hadd([y0, y1, y2, y3]) as f64;
             if np < len {
                 // ggml adds the elements past the last group one by one in f64
                 let (mut t0, mut t1) = ([0f32; 32], [0f32; 32]);

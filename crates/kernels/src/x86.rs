@@ -265,7 +265,7 @@ unsafe fn vec_dot_f32<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
 /// added, then two `hadd`s.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn reduce4_hadd(a: [__m256; 4]) -> f32 {
+pub(crate) unsafe fn reduce4_hadd(a: [__m256; 4]) -> f32 {
     let x0 = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
     let t0 = _mm_add_ps(_mm256_castps256_ps128(x0), _mm256_extractf128_ps::<1>(x0));
     let t1 = _mm_hadd_ps(t0, t0);
