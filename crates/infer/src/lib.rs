@@ -3,7 +3,8 @@
 //! * [`Model`] borrows the weights from the memory-mapped GGUF in their stored type;
 //! * [`Session`] runs the forward pass (embeddings, RMSNorm, RoPE, grouped-query attention
 //!   with a KV cache, SwiGLU, tied or untied output), batched for prompts, one token at a time
-//!   for generation, parallel over output rows with rayon;
+//!   for generation, parallel over output rows and attention heads on the spinning pool of
+//!   `slmpack_kernels::pool` (threads that stay awake for the whole pass, as ggml's do);
 //! * [`matmul`] is the single matrix interface, backed by the `slmpack-kernels` crate
 //!   (quantized activations; scalar, AVX2, NEON or NEON+dotprod chosen at run time) or by
 //!   on-the-fly dequantization for the types it has no kernel for;

@@ -9,17 +9,16 @@
 //!   a small per-thread scratch buffer (`slmpack_quant::dequantize_row`) and dotted with the f32
 //!   activations.
 //!
-//! Both run in parallel over output rows with rayon; the batch (prefill) form reuses each
-//! weight row (dequantized or not) for every token of the batch.
+//! Both run in parallel over output rows ([`slmpack_kernels::pool::for_each`]: the spinning
+//! pool during a forward pass, rayon elsewhere); the batch (prefill) form reuses each weight row
+//! (dequantized or not) for every token of the batch.
 
 use std::cell::RefCell;
-
-use rayon::prelude::*;
 
 use crate::ops::dot_f32;
 use crate::tensor::QTensor;
 
-/// Output rows per rayon task.
+/// Output rows per parallel task.
 const ROWS_PER_TASK: usize = 16;
 
 thread_local! {
@@ -85,7 +84,7 @@ pub fn matmul_dequant(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) 
     let rows = w.rows;
     let cols = w.cols;
     let n_tasks = rows.div_ceil(ROWS_PER_TASK);
-    (0..n_tasks).into_par_iter().for_each(|task| {
+    slmpack_kernels::pool::for_each(n_tasks, |task| {
         let r0 = task * ROWS_PER_TASK;
         let r1 = (r0 + ROWS_PER_TASK).min(rows);
         let direct = w.ty == slmpack_gguf::GgmlType::F32;

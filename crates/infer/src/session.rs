@@ -5,10 +5,10 @@
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
 use crate::error::{InferError, Result};
-use slmpack_kernels::vec::{dots_f16_ggml, gemm_f16_ptr, softmax_row, swiglu, to_f16};
+use slmpack_kernels::vec::{
+    dots_f16_ggml, dots_f16_ggml_group_ptr, gemm_f16_ptr, softmax_row, swiglu, to_f16,
+};
 
 use crate::matmul::{matmul, SyncOut};
 use crate::model::Model;
@@ -19,6 +19,12 @@ pub const DEFAULT_BATCH: usize = 256;
 
 /// Query tokens per attention task in prefill.
 const ATT_BLOCK: usize = 16;
+
+/// Keys per K·Q task in decode.
+const KEYS_PER_TASK: usize = 128;
+
+/// V rows (head dimensions) per P·V task in decode.
+const DIMS_PER_TASK: usize = 16;
 
 /// Per-thread attention scratch: scores (f32) and probabilities (f16 bits), one row of the
 /// context per query of a block of `ATT_BLOCK`, sized on first use, so decoding allocates
@@ -58,6 +64,9 @@ struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     rope: Vec<f32>,
+    /// Decode's attention scores and probabilities (f16 bits), a row of `n_ctx` per head.
+    scores: Vec<f32>,
+    probs: Vec<u16>,
     /// Logits of the last token of the latest batch.
     logits: Vec<f32>,
 }
@@ -105,6 +114,8 @@ impl<'m, 'a> Session<'m, 'a> {
                 gate: vec![0.0; cap * c.n_ff],
                 up: vec![0.0; cap * c.n_ff],
                 rope: vec![0.0; cap * c.rope.n_dims],
+                scores: vec![0.0; c.n_head * n_ctx],
+                probs: vec![0; c.n_head * n_ctx],
                 logits: vec![0.0; c.n_vocab],
             },
         })
@@ -163,7 +174,7 @@ impl<'m, 'a> Session<'m, 'a> {
         }
         self.check(tokens)?;
         for chunk in tokens.chunks(self.s.cap) {
-            self.forward(chunk, None);
+            slmpack_kernels::pool::hot(|| self.forward(chunk, None));
         }
         Ok(&self.s.logits)
     }
@@ -175,7 +186,8 @@ impl<'m, 'a> Session<'m, 'a> {
         let mut out = vec![0f32; tokens.len() * n_vocab];
         for (i, chunk) in tokens.chunks(self.s.cap).enumerate() {
             let start = i * self.s.cap * n_vocab;
-            self.forward(chunk, Some(&mut out[start..start + chunk.len() * n_vocab]));
+            let logits = &mut out[start..start + chunk.len() * n_vocab];
+            slmpack_kernels::pool::hot(|| self.forward(chunk, Some(logits)));
         }
         Ok(out)
     }
@@ -275,83 +287,148 @@ impl<'m, 'a> Session<'m, 'a> {
             let pv_tiny = n >= 2 && hd.is_multiple_of(4) && row_len.is_multiple_of(8);
             let out = SyncOut(s.att.as_mut_ptr());
             let blocks = n.div_ceil(ATT_BLOCK);
-            (0..c.n_head * blocks).into_par_iter().for_each(|task| {
-                let h = task % c.n_head;
-                let b = task / c.n_head;
-                let kvh = h / group;
-                ATT.with(|buf| {
-                    let mut buf = buf.borrow_mut();
-                    let (sc_all, p_all) = buf.get(ATT_BLOCK * n_ctx);
-                    let (t0, t1) = (b * ATT_BLOCK, ((b + 1) * ATT_BLOCK).min(n));
-                    // keys (and V columns) up to the last query of this block
-                    let kmax = pos0 + t1;
-                    // key j's head `kvh` starts at j * kvd + kvh * hd
-                    let keys = &kc[kvh * hd..];
-                    // dimension d of head `kvh` is the V row (kvh * hd + d), n_ctx long
-                    let vs = &vc[kvh * hd * n_ctx..];
-                    let isa = slmpack_kernels::isa();
-                    if kq_tiny {
-                        // every query of the block against keys 0..kmax (the later ones are
-                        // masked below), in register tiles; score row t - t0 at (t - t0) * n_ctx
-                        // SAFETY: sc_all holds ATT_BLOCK rows of n_ctx >= kmax.
-                        unsafe {
-                            gemm_f16_ptr(
-                                isa,
-                                &qh[t0 * qd + h * hd..],
-                                qd,
-                                t1 - t0,
-                                keys,
-                                kvd,
-                                kmax,
-                                hd,
-                                sc_all.as_mut_ptr(),
-                                n_ctx,
-                            )
-                        };
-                    }
-                    for t in t0..t1 {
-                        let q = &qh[t * qd + h * hd..t * qd + (h + 1) * hd];
-                        let n_kv = pos0 + t + 1;
-                        let row = (t - t0) * n_ctx;
-                        let sc = &mut sc_all[row..row + n_kv];
-                        if !kq_tiny {
-                            dots_f16_ggml(q, keys, kvd, hd, sc);
-                        }
-                        softmax_row(sc, scale, row_len);
-                        let p = &mut p_all[row..row + n_ctx];
-                        to_f16(sc, &mut p[..n_kv]);
-                        if pv_tiny {
-                            // masked probabilities are zero (as llama.cpp's); the tiled P·V
-                            // below runs every row of the block to kmax
-                            p[n_kv..kmax].fill(0);
-                        } else {
-                            let o0 = t * qd + h * hd;
-                            // SAFETY: outputs (t, h, 0..hd) belong to this task only; in bounds
-                            let o =
-                                unsafe { std::slice::from_raw_parts_mut(out.get().add(o0), hd) };
-                            dots_f16_ggml(&p[..n_kv], vs, n_ctx, row_len, o);
-                        }
-                    }
-                    if pv_tiny {
-                        // SAFETY: outputs (t, h, 0..hd) for t in t0..t1 belong to this task
-                        // only (other tasks write other heads or other tokens); in bounds.
-                        unsafe {
-                            gemm_f16_ptr(
-                                isa,
-                                p_all,
-                                n_ctx,
-                                t1 - t0,
-                                vs,
-                                n_ctx,
-                                hd,
-                                kmax,
-                                out.get().add(t0 * qd + h * hd),
-                                qd,
-                            )
-                        };
-                    }
+            if n == 1 {
+                // decode: the query heads that share a KV head go together, so each key and V
+                // row is widened from f16 once for all of them (the same products as below), in
+                // three balanced steps: K·Q over chunks of keys, the softmax of each head, P·V
+                // over chunks of V rows
+                let n_kv = pos0 + 1;
+                let isa = slmpack_kernels::isa();
+                let kchunks = n_kv.div_ceil(KEYS_PER_TASK);
+                let sc = SyncOut(s.scores.as_mut_ptr());
+                slmpack_kernels::pool::for_each(c.n_head_kv * kchunks, |task| {
+                    let (kvh, k0) = (task / kchunks, task % kchunks * KEYS_PER_TASK);
+                    let k1 = (k0 + KEYS_PER_TASK).min(n_kv);
+                    // SAFETY: scores (heads of kvh) x (keys k0..k1) belong to this task only;
+                    // `scores` holds n_head rows of n_ctx >= n_kv
+                    unsafe {
+                        dots_f16_ggml_group_ptr(
+                            isa,
+                            &qh[kvh * group * hd..],
+                            hd,
+                            group,
+                            hd,
+                            &kc[kvh * hd + k0 * kvd..],
+                            kvd,
+                            hd,
+                            sc.get().add(kvh * group * n_ctx + k0),
+                            n_ctx,
+                            k1 - k0,
+                        )
+                    };
                 });
-            });
+                slmpack_kernels::pool::for_each_row2(
+                    (&mut s.scores[..c.n_head * n_ctx], n_ctx),
+                    (&mut s.probs[..c.n_head * n_ctx], n_ctx),
+                    1,
+                    |_, sc, p| {
+                        softmax_row(&mut sc[..n_kv], scale, row_len);
+                        to_f16(&sc[..n_kv], &mut p[..n_kv]);
+                    },
+                );
+                let probs = &s.probs[..];
+                let dchunks = hd.div_ceil(DIMS_PER_TASK);
+                slmpack_kernels::pool::for_each(c.n_head_kv * dchunks, |task| {
+                    let (kvh, d0) = (task / dchunks, task % dchunks * DIMS_PER_TASK);
+                    let d1 = (d0 + DIMS_PER_TASK).min(hd);
+                    // SAFETY: outputs (heads of kvh) x (dims d0..d1) belong to this task only;
+                    // `att` holds n_head * hd
+                    unsafe {
+                        dots_f16_ggml_group_ptr(
+                            isa,
+                            &probs[kvh * group * n_ctx..],
+                            n_ctx,
+                            group,
+                            n_kv,
+                            &vc[(kvh * hd + d0) * n_ctx..],
+                            n_ctx,
+                            row_len,
+                            out.get().add(kvh * group * hd + d0),
+                            hd,
+                            d1 - d0,
+                        )
+                    };
+                });
+            } else {
+                slmpack_kernels::pool::for_each(c.n_head * blocks, |task| {
+                    let h = task % c.n_head;
+                    let b = task / c.n_head;
+                    let kvh = h / group;
+                    ATT.with(|buf| {
+                        let mut buf = buf.borrow_mut();
+                        let (sc_all, p_all) = buf.get(ATT_BLOCK * n_ctx);
+                        let (t0, t1) = (b * ATT_BLOCK, ((b + 1) * ATT_BLOCK).min(n));
+                        // keys (and V columns) up to the last query of this block
+                        let kmax = pos0 + t1;
+                        // key j's head `kvh` starts at j * kvd + kvh * hd
+                        let keys = &kc[kvh * hd..];
+                        // dimension d of head `kvh` is the V row (kvh * hd + d), n_ctx long
+                        let vs = &vc[kvh * hd * n_ctx..];
+                        let isa = slmpack_kernels::isa();
+                        if kq_tiny {
+                            // every query of the block against keys 0..kmax (the later ones are
+                            // masked below), in register tiles; score row t - t0 at (t - t0) * n_ctx
+                            // SAFETY: sc_all holds ATT_BLOCK rows of n_ctx >= kmax.
+                            unsafe {
+                                gemm_f16_ptr(
+                                    isa,
+                                    &qh[t0 * qd + h * hd..],
+                                    qd,
+                                    t1 - t0,
+                                    keys,
+                                    kvd,
+                                    kmax,
+                                    hd,
+                                    sc_all.as_mut_ptr(),
+                                    n_ctx,
+                                )
+                            };
+                        }
+                        for t in t0..t1 {
+                            let q = &qh[t * qd + h * hd..t * qd + (h + 1) * hd];
+                            let n_kv = pos0 + t + 1;
+                            let row = (t - t0) * n_ctx;
+                            let sc = &mut sc_all[row..row + n_kv];
+                            if !kq_tiny {
+                                dots_f16_ggml(q, keys, kvd, hd, sc);
+                            }
+                            softmax_row(sc, scale, row_len);
+                            let p = &mut p_all[row..row + n_ctx];
+                            to_f16(sc, &mut p[..n_kv]);
+                            if pv_tiny {
+                                // masked probabilities are zero (as llama.cpp's); the tiled P·V
+                                // below runs every row of the block to kmax
+                                p[n_kv..kmax].fill(0);
+                            } else {
+                                let o0 = t * qd + h * hd;
+                                // SAFETY: outputs (t, h, 0..hd) belong to this task only; in bounds
+                                let o = unsafe {
+                                    std::slice::from_raw_parts_mut(out.get().add(o0), hd)
+                                };
+                                dots_f16_ggml(&p[..n_kv], vs, n_ctx, row_len, o);
+                            }
+                        }
+                        if pv_tiny {
+                            // SAFETY: outputs (t, h, 0..hd) for t in t0..t1 belong to this task
+                            // only (other tasks write other heads or other tokens); in bounds.
+                            unsafe {
+                                gemm_f16_ptr(
+                                    isa,
+                                    p_all,
+                                    n_ctx,
+                                    t1 - t0,
+                                    vs,
+                                    n_ctx,
+                                    hd,
+                                    kmax,
+                                    out.get().add(t0 * qd + h * hd),
+                                    qd,
+                                )
+                            };
+                        }
+                    });
+                });
+            }
             let o = &mut s.o[..n * e];
             matmul(&l.wo, &s.att[..n * qd], n, o);
             add_bias(o, l.bo.as_deref());

@@ -41,6 +41,7 @@ pub mod x86;
 mod matmul;
 pub use matmul::{gemm, gemm_isa, gemv, gemv_isa, KernelError, Weights};
 pub mod packed;
+pub mod pool;
 
 /// The largest tile (weight rows x activation rows) a [`TileFn`] computes.
 pub const MAX_TILE: (usize, usize) = (4, 4);

@@ -1,8 +1,7 @@
-//! Matrix-vector (decode) and matrix-matrix (prefill) products over rayon.
+//! Matrix-vector (decode) and matrix-matrix (prefill) products, parallel over chunks of rows
+//! with [`crate::pool::for_each`] (the spinning pool inside a forward pass, rayon elsewhere).
 
 use std::cell::RefCell;
-
-use rayon::prelude::*;
 
 use crate::{
     act_scales, act_scales_len, act_type, isa, kernel, row_bytes, tile_shape, GgmlType, Isa,
@@ -235,14 +234,13 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
         if n_tokens == 1 {
             prep((act, xs), sc);
         } else if ldsc == 0 {
-            act.par_chunks_mut(arb)
-                .zip(xs.par_chunks(cols))
-                .for_each(|ax| prep(ax, &mut []));
+            crate::pool::for_each_row(act, arb, 4, |t, a| {
+                prep((a, &xs[t * cols..(t + 1) * cols]), &mut [])
+            });
         } else {
-            act.par_chunks_mut(arb)
-                .zip(xs.par_chunks(cols))
-                .zip(sc.par_chunks_mut(ldsc))
-                .for_each(|(ax, s)| prep(ax, s));
+            crate::pool::for_each_row2((act, arb), (sc, ldsc), 4, |t, a, s| {
+                prep((a, &xs[t * cols..(t + 1) * cols]), s)
+            });
         }
         let act: &[u8] = act;
         let sc: &[f32] = sc;
@@ -252,18 +250,20 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
         }
         let chunk = rows_per_task(rows, wrb);
         if n_tokens == 1 {
-            ys.par_chunks_mut(chunk).enumerate().for_each(|(c, yc)| {
+            let out = Out(ys.as_mut_ptr());
+            crate::pool::for_each(rows.div_ceil(chunk), |c| {
                 let r0 = c * chunk;
-                for (i, yr) in yc.iter_mut().enumerate() {
-                    let wr = &w.data[(r0 + i) * wrb..(r0 + i + 1) * wrb];
-                    // SAFETY: both rows have their full byte lengths; the CPU runs `isa`.
-                    *yr = unsafe { f(cols, wr.as_ptr(), act.as_ptr()) };
+                for r in r0..(r0 + chunk).min(rows) {
+                    let wr = &w.data[r * wrb..(r + 1) * wrb];
+                    // SAFETY: both rows have their full byte lengths; the CPU runs `isa`; output
+                    // row r belongs to this chunk only and is inside `ys`.
+                    unsafe { *out.at(r) = f(cols, wr.as_ptr(), act.as_ptr()) };
                 }
             });
         } else {
             let out = Out(ys.as_mut_ptr());
             let n_chunks = rows.div_ceil(chunk);
-            (0..n_chunks).into_par_iter().for_each(|c| {
+            crate::pool::for_each(n_chunks, |c| {
                 let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
                 // weight rows of this chunk stay in cache while every token streams past
                 for t in 0..n_tokens {
@@ -296,9 +296,9 @@ fn gemm_f16_as_llama(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mu
         if n_tokens == 1 {
             crate::vec::to_f16_isa(isa, xs, xh);
         } else {
-            xh.par_chunks_mut(cols)
-                .zip(xs.par_chunks(cols))
-                .for_each(|(h, x)| crate::vec::to_f16_isa(isa, x, h));
+            crate::pool::for_each_row(xh, cols, 4, |t, h| {
+                crate::vec::to_f16_isa(isa, &xs[t * cols..(t + 1) * cols], h)
+            });
         }
         let xh: &[u16] = xh;
         if tiny {
@@ -339,7 +339,7 @@ fn gemm_f16_as_llama(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mu
         if n_chunks == 1 {
             task(0);
         } else {
-            (0..n_chunks).into_par_iter().for_each(task);
+            crate::pool::for_each(n_chunks, task);
         }
     });
     true
@@ -393,7 +393,7 @@ unsafe fn tiny_tasks<T: Sync>(
     if n_chunks == 1 {
         task(0);
     } else {
-        (0..n_chunks).into_par_iter().for_each(task);
+        crate::pool::for_each(n_chunks, task);
     }
 }
 
@@ -432,9 +432,9 @@ fn gemm_tiny_as_llama(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &m
                 return false;
             };
             with_scratch(2 * n_tokens * cols, |buf| {
-                buf.par_chunks_mut(2 * cols)
-                    .zip(xs.par_chunks(cols))
-                    .for_each(|(h, x)| crate::quantize_act(GgmlType::BF16, x, h));
+                crate::pool::for_each_row(buf, 2 * cols, 4, |t, h| {
+                    crate::quantize_act(GgmlType::BF16, &xs[t * cols..(t + 1) * cols], h)
+                });
                 let xh: &[u16] = bytemuck::cast_slice(buf);
                 // SAFETY: as above
                 unsafe {
@@ -498,14 +498,24 @@ impl Tiles {
         let chunk = rows_per_task(rows, wrb * n_tokens.min(8)).next_multiple_of(self.mr);
         let n_chunks = rows.div_ceil(chunk);
         let out = Out(ys.as_mut_ptr());
+        let tb: usize = std::env::var("XTB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(n_tokens)
+            .max(1)
+            .next_multiple_of(self.nr);
+        let n_tb = n_tokens.div_ceil(tb);
+        let n_chunks = n_chunks * n_tb;
         let task = |c: usize| {
+            let (c, tbi) = (c / n_tb, c % n_tb);
+            let (t0, t1) = (tbi * tb, ((tbi + 1) * tb).min(n_tokens));
             let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
             let mut r = r0;
             while r < r1 {
                 let m = self.mr.min(r1 - r);
-                let mut t = 0;
-                while t < n_tokens {
-                    let n = self.nr.min(n_tokens - t);
+                let mut t = t0;
+                while t < t1 {
+                    let n = self.nr.min(t1 - t);
                     let f = self.fns[m - 1][n - 1].expect("every tile up to mr x nr");
                     // SAFETY: rows r..r+m and tokens t..t+n exist (full byte lengths); the
                     // outputs (t + j) * rows + r + i belong to this chunk only; the CPU runs
@@ -531,7 +541,7 @@ impl Tiles {
         if n_chunks == 1 {
             task(0);
         } else {
-            (0..n_chunks).into_par_iter().for_each(task);
+            crate::pool::for_each(n_chunks, task);
         }
     }
 }

@@ -326,12 +326,13 @@ fn prepare_k(isa: Isa, cols: usize, xs: &[f32], n_tokens: usize, mut a: Acts) ->
             }
         }
     };
-    a.q.par_chunks_mut(lda)
-        .zip(xs.par_chunks(cols))
-        .zip(a.d.par_chunks_mut(nb).zip(a.corr.par_chunks_mut(4 * nb)))
-        .enumerate()
-        .with_min_len(if n_tokens == 1 { 1 } else { 4 })
-        .for_each(prep);
+    crate::pool::for_each_row3(
+        (&mut a.q, lda),
+        (&mut a.d, nb),
+        (&mut a.corr, 4 * nb),
+        4,
+        |t, q, d, c| prep((t, ((q, &xs[t * cols..(t + 1) * cols]), (d, c)))),
+    );
     a
 }
 
@@ -359,10 +360,13 @@ fn prepare(isa: Isa, ty: GgmlType, cols: usize, xs: &[f32], n_tokens: usize, mut
     if n_tokens == 1 {
         prep(((&mut a.q, xs), (&mut a.d, &mut a.corr)));
     } else {
-        a.q.par_chunks_mut(lda)
-            .zip(xs.par_chunks(cols))
-            .zip(a.d.par_chunks_mut(nb).zip(a.corr.par_chunks_mut(nb)))
-            .for_each(prep);
+        crate::pool::for_each_row3(
+            (&mut a.q, lda),
+            (&mut a.d, nb),
+            (&mut a.corr, nb),
+            4,
+            |t, q, d, c| prep(((q, &xs[t * cols..(t + 1) * cols]), (d, c))),
+        );
     }
     a
 }
@@ -435,7 +439,7 @@ fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
     if n_tasks == 1 {
         task(0);
     } else {
-        (0..n_tasks).into_par_iter().for_each(task);
+        crate::pool::for_each(n_tasks, task);
     }
 }
 

@@ -280,6 +280,117 @@ pub fn dots_f16_ggml_isa(isa: Isa, a: &[u16], b: &[u16], stride: usize, n: usize
     }
 }
 
+/// `out[i * ldo + r]` = [`dots_f16_ggml`] of vector `i` (`a[i * lda..][..len]`) with row `r` of
+/// `b` (`rows` rows, `stride` apart), for `i < m`: the query heads that share a KV head in
+/// attention, against the same keys (or the same V rows). The same bits as one
+/// [`dots_f16_ggml`] call per vector; on x86 each row of `b` is widened to f32 once for two or
+/// three vectors, which is what bounds the one-vector product.
+///
+/// # Panics
+/// If `a`, `b` or `out` is too short for the shape, or `n < len`.
+#[allow(clippy::too_many_arguments)]
+pub fn dots_f16_ggml_group(
+    a: &[u16],
+    lda: usize,
+    m: usize,
+    len: usize,
+    b: &[u16],
+    stride: usize,
+    n: usize,
+    out: &mut [f32],
+    ldo: usize,
+    rows: usize,
+) {
+    dots_f16_ggml_group_isa(crate::isa(), a, lda, m, len, b, stride, n, out, ldo, rows)
+}
+
+/// [`dots_f16_ggml_group`] on a given instruction set (for tests).
+#[allow(clippy::too_many_arguments)]
+pub fn dots_f16_ggml_group_isa(
+    isa: Isa,
+    a: &[u16],
+    lda: usize,
+    m: usize,
+    len: usize,
+    b: &[u16],
+    stride: usize,
+    n: usize,
+    out: &mut [f32],
+    ldo: usize,
+    rows: usize,
+) {
+    if m == 0 || rows == 0 {
+        return;
+    }
+    assert!(
+        (m - 1) * ldo + rows <= out.len(),
+        "output too short for {m}x{rows}"
+    );
+    // SAFETY: every output is inside `out` (checked above), which is borrowed mutably
+    unsafe {
+        dots_f16_ggml_group_ptr(
+            isa,
+            a,
+            lda,
+            m,
+            len,
+            b,
+            stride,
+            n,
+            out.as_mut_ptr(),
+            ldo,
+            rows,
+        )
+    }
+}
+
+/// [`dots_f16_ggml_group_isa`] writing through a pointer, for callers whose tasks share one
+/// output array (each writing its own elements).
+///
+/// # Safety
+/// `out.add(i * ldo + r)` for `i < m`, `r < rows` must be valid for writes and not accessed by
+/// anything else during the call.
+///
+/// # Panics
+/// If `a` or `b` is too short for the shape, or `n < len`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn dots_f16_ggml_group_ptr(
+    isa: Isa,
+    a: &[u16],
+    lda: usize,
+    m: usize,
+    len: usize,
+    b: &[u16],
+    stride: usize,
+    n: usize,
+    out: *mut f32,
+    ldo: usize,
+    rows: usize,
+) {
+    if m == 0 || rows == 0 {
+        return;
+    }
+    assert!(
+        (m - 1) * lda + len <= a.len(),
+        "vectors too short for {m}x{len}"
+    );
+    check_rows(len, b, stride, rows);
+    assert!(n >= len);
+    assert!(isa.usable(), "instruction set `{isa}` cannot run here");
+    #[cfg(target_arch = "x86_64")]
+    if isa.is_x86() {
+        // SAFETY: checked by `usable`; every vector and row is in bounds (checked above), the
+        // outputs by the caller
+        unsafe { avx2::dots_f16_ggml_group(a, lda, m, len, b, stride, n, out, ldo, rows) };
+        return;
+    }
+    for i in 0..m {
+        // SAFETY: the caller's
+        let o = unsafe { std::slice::from_raw_parts_mut(out.add(i * ldo), rows) };
+        dots_f16_ggml_isa(isa, &a[i * lda..i * lda + len], b, stride, n, o);
+    }
+}
+
 /// `c[i * ldc + j] = dot_f16(&a[i * lda..][..k], &b[j * ldb..][..k])` for `i < m`, `j < n`: the
 /// tinyBLAS-order products of many rows with many rows (batched attention), the same bits as
 /// one [`dot_f16`] per element, computed in register tiles.
@@ -770,6 +881,138 @@ mod avx2 {
         ldc: usize,
     ) {
         gemm::<E>(a.as_ptr(), lda, m, b.as_ptr(), ldb, n, k, pc, ldc)
+    }
+
+    thread_local! {
+        /// [`dots_f16_ggml_group`]'s vectors widened to f32 (exact), zero-padded to whole groups
+        /// of 32; kept per thread and reused, so decoding allocates nothing once it is sized.
+        static WIDE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// [`super::dots_f16_ggml_group`]: the vectors widened once, then two or three of them at a
+    /// time against each row (one vector alone takes the two-row [`dots_f16_ggml`]).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dots_f16_ggml_group(
+        a: &[u16],
+        lda: usize,
+        m: usize,
+        len: usize,
+        b: &[u16],
+        stride: usize,
+        n: usize,
+        out: *mut f32,
+        ldo: usize,
+        rows: usize,
+    ) {
+        let np = n & !31;
+        let ends = np.min(len.div_ceil(32) * 32);
+        let mut wide = WIDE.with(|w| std::mem::take(&mut *w.borrow_mut()));
+        let lw = ends.max(1);
+        if wide.len() < m * lw {
+            wide.resize(m * lw, 0.0);
+        }
+        for i in 0..m {
+            let (src, dst) = (
+                &a[i * lda..i * lda + len.min(ends)],
+                &mut wide[i * lw..(i + 1) * lw],
+            );
+            let mut k = 0;
+            while k + 8 <= src.len() {
+                _mm256_storeu_ps(dst.as_mut_ptr().add(k), full8!(src.as_ptr(), k, len));
+                k += 8;
+            }
+            for (d, &h) in dst[k..src.len()].iter_mut().zip(&src[k..]) {
+                *d = half::f16::from_bits(h).to_f32();
+            }
+            dst[src.len()..].fill(0.0);
+        }
+        let mut i = 0;
+        while i < m {
+            let g = if m - i == 4 { 2 } else { (m - i).min(3) };
+            let pa = a.as_ptr().add(i * lda);
+            let pw = wide.as_ptr().add(i * lw);
+            let po = out.add(i * ldo);
+            match g {
+                3 => group_rows::<3>(pw, lw, pa, lda, len, b.as_ptr(), stride, n, po, ldo, rows),
+                2 => group_rows::<2>(pw, lw, pa, lda, len, b.as_ptr(), stride, n, po, ldo, rows),
+                _ => dots_f16_ggml(
+                    &a[i * lda..i * lda + len],
+                    b,
+                    stride,
+                    n,
+                    std::slice::from_raw_parts_mut(po, rows),
+                ),
+            }
+            i += g;
+        }
+        WIDE.with(|w| *w.borrow_mut() = wide);
+    }
+
+    /// How many rows ahead [`group_rows`] prefetches.
+    const PF_ROWS: usize = 4;
+
+    /// `M` widened vectors (`w`, `lw` apart, zero past `len` to whole groups) against `rows`
+    /// rows of `b`, each product in `ggml_vec_dot_f16`'s order (four 8-lane accumulators over
+    /// groups of 32, [`crate::x86::reduce4_hadd`], then the elements past the last group in f64,
+    /// as [`dots_f16_ggml_one`]).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn group_rows<const M: usize>(
+        w: *const f32,
+        lw: usize,
+        a: *const u16,
+        lda: usize,
+        len: usize,
+        b: *const u16,
+        stride: usize,
+        n: usize,
+        out: *mut f32,
+        ldo: usize,
+        rows: usize,
+    ) {
+        let np = n & !31;
+        let full = np.min(len) & !31;
+        let ends = np.min(len.div_ceil(32) * 32);
+        for r in 0..rows {
+            let pb = b.add(r * stride);
+            let mut acc = [[_mm256_setzero_ps(); 4]; M];
+            let mut i = 0;
+            while i < full {
+                // the same line a few rows on: rows are short and (V) far apart, too short for
+                // the hardware prefetcher to follow each from its start
+                _mm_prefetch::<_MM_HINT_T0>(pb.add(PF_ROWS * stride + i).cast());
+                for k in 0..4 {
+                    let y = full8!(pb, i + 8 * k, len);
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        let x = _mm256_loadu_ps(w.add(h * lw + i + 8 * k));
+                        acc[k] = _mm256_fmadd_ps(x, y, acc[k]);
+                    }
+                }
+                i += 32;
+            }
+            if i < ends {
+                for k in 0..4 {
+                    let y = pad8!(pb, i + 8 * k, len);
+                    for (h, acc) in acc.iter_mut().enumerate() {
+                        let x = _mm256_loadu_ps(w.add(h * lw + i + 8 * k));
+                        acc[k] = _mm256_fmadd_ps(x, y, acc[k]);
+                    }
+                }
+            }
+            for (h, acc) in acc.iter().enumerate() {
+                let mut s = crate::x86::reduce4_hadd(*acc) as f64;
+                if np < len {
+                    let mut t = [0f32; 32];
+                    tail_products(a.add(h * lda), pb, np, len, &mut t);
+                    for &v in &t[..len - np] {
+                        s += v as f64;
+                    }
+                }
+                *out.add(h * ldo + r) = s as f32;
+            }
+        }
     }
 
     /// Two rows of [`super::dots_f16_ggml`] at a time, each in ggml's order.

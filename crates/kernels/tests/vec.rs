@@ -190,6 +190,50 @@ fn batched_dots_match_one_call_per_row() {
 }
 
 #[test]
+fn grouped_dots_match_one_call_per_vector() {
+    // (vectors, len, n, rows, stride): attention's query heads per KV head (1 to 8) against
+    // keys (len = n = head size) and against V rows (len = cells used, n = cells in the row,
+    // with and without elements past the last group of 32)
+    for isa in available_isas() {
+        for (m, len, n, rows, stride) in [
+            (3usize, 64usize, 64usize, 37usize, 192usize),
+            (3, 700, 768, 64, 1024),
+            (2, 641, 641, 5, 700),
+            (4, 96, 129, 9, 130),
+            (5, 33, 40, 3, 33),
+            (8, 17, 20, 4, 17),
+            (1, 300, 300, 3, 300),
+            (3, 5, 13, 2, 9),
+        ] {
+            let lda = len + 7;
+            let ldo = rows + 3;
+            let a = values((m - 1) * lda + len, (m * len) as u64, 2.0);
+            let b = values((rows - 1) * stride + len, (rows + n) as u64, 2.0);
+            let (ha, hb) = (f16s(&a), f16s(&b));
+            let mut got = vec![f32::NAN; (m - 1) * ldo + rows];
+            vec::dots_f16_ggml_group_isa(
+                isa, &ha, lda, m, len, &hb, stride, n, &mut got, ldo, rows,
+            );
+            for i in 0..m {
+                for r in 0..rows {
+                    let want = vec::dot_f16_ggml_isa(
+                        Isa::Scalar,
+                        &ha[i * lda..i * lda + len],
+                        &hb[r * stride..r * stride + len],
+                        n,
+                    );
+                    assert_eq!(
+                        got[i * ldo + r].to_bits(),
+                        want.to_bits(),
+                        "{isa} m={m} len={len} n={n}: vector {i} row {r}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 #[should_panic(expected = "need more than")]
 fn batched_dots_refuse_rows_past_the_end() {
     let a = vec![0u16; 8];

@@ -1,0 +1,419 @@
+//! A spinning thread pool for the products of a forward pass.
+//!
+//! A forward pass runs hundreds of short parallel sections per token (every matrix product,
+//! attention), with short serial steps between them (norms, RoPE). rayon's idle workers go to
+//! sleep between sections, and on a virtual machine waking a halted vCPU costs tens of
+//! microseconds per section; ggml keeps its threads spinning for the whole graph instead. While
+//! [`hot`] runs, [`for_each`] hands its tasks to such a pool: workers poll one atomic counter
+//! (and sleep only after [`GRACE`] without work), the calling thread takes tasks too, and tasks
+//! are claimed one at a time from that counter, so a slow thread does not hold the others up.
+//! Outside [`hot`] (tests, benchmarks, other callers), [`for_each`] is rayon's
+//! `into_par_iter().for_each`.
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+
+/// How long an idle worker spins before it sleeps (it keeps spinning across the sampling
+/// between two decoded tokens).
+pub const GRACE: Duration = Duration::from_millis(5);
+
+/// Bits of the job counter: `gen` (which job) | `n` (its task count) | `idx` (next task).
+const IDX_BITS: u32 = 22;
+const N_BITS: u32 = 22;
+const MAX_TASKS: usize = (1 << (IDX_BITS - 1)) - 1;
+const MASK: u64 = (1 << IDX_BITS) - 1;
+
+type Job = *const (dyn Fn(usize) + Sync);
+
+struct Shared {
+    /// `gen << 44 | n << 22 | idx`: a worker's `fetch_add(1)` claims task `idx` of job `gen`
+    /// and learns `n` in the same step, so it never runs a task of a job it did not see.
+    counter: AtomicU64,
+    /// The current job's closure (lifetime erased; valid until its `n` tasks are done).
+    job: Mutex<Option<SendJob>>,
+    /// Tasks of the current job finished.
+    done: AtomicUsize,
+    /// A task of the current job panicked.
+    panicked: AtomicBool,
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
+    stop: AtomicBool,
+}
+
+#[derive(Clone, Copy)]
+struct SendJob(Job);
+// SAFETY: the closure is `Sync` and only called while the dispatching `run` waits for it.
+unsafe impl Send for SendJob {}
+
+/// A pool of `threads - 1` spinning workers (the caller is the last thread).
+pub struct Pool {
+    shared: Arc<Shared>,
+    threads: usize,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    /// One dispatcher at a time.
+    dispatch: Mutex<()>,
+}
+
+thread_local! {
+    /// The pool [`hot`] made current on this thread.
+    static HOT: RefCell<Option<Arc<Pool>>> = const { RefCell::new(None) };
+    /// Set while this thread runs a pool task (a nested [`for_each`] runs in place).
+    static IN_TASK: Cell<bool> = const { Cell::new(false) };
+}
+
+fn split(c: u64) -> (u64, usize, usize) {
+    (
+        c >> (IDX_BITS + N_BITS),
+        ((c >> IDX_BITS) & ((1 << N_BITS) - 1)) as usize,
+        (c & MASK) as usize,
+    )
+}
+
+impl Pool {
+    fn new(threads: usize) -> Pool {
+        let shared = Arc::new(Shared {
+            counter: AtomicU64::new(0),
+            job: Mutex::new(None),
+            done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let workers = (1..threads)
+            .map(|i| {
+                let sh = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("slmpack-spin-{i}"))
+                    .spawn(move || worker(&sh))
+                    .expect("spawn a pool thread")
+            })
+            .collect();
+        Pool {
+            shared,
+            threads,
+            workers,
+            dispatch: Mutex::new(()),
+        }
+    }
+
+    /// Runs `f(i)` for `i < n` on every thread of the pool, the caller included; returns when
+    /// all are done.
+    fn run(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        assert!(n <= MAX_TASKS, "{n} tasks is more than the pool takes");
+        let _one = self.dispatch.lock().unwrap_or_else(|e| e.into_inner());
+        let sh = &*self.shared;
+        // SAFETY (of the erased lifetime): `run` returns only after all `n` tasks are done, and
+        // a worker calls the closure only for a task it claimed below `n`.
+        let job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f) };
+        *sh.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(SendJob(job));
+        sh.done.store(0, Ordering::Relaxed);
+        let (gen, _, _) = split(sh.counter.load(Ordering::Relaxed));
+        let next = ((gen + 1) & ((1 << 20) - 1)) << (IDX_BITS + N_BITS) | (n as u64) << IDX_BITS;
+        sh.counter.store(next, Ordering::SeqCst);
+        if sh.sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
+            sh.wake.notify_all();
+        }
+        IN_TASK.with(|t| t.set(true));
+        claim_all(sh, f);
+        IN_TASK.with(|t| t.set(false));
+        while sh.done.load(Ordering::Acquire) < n {
+            std::hint::spin_loop();
+        }
+        if sh.panicked.swap(false, Ordering::Relaxed) {
+            panic!("a parallel task panicked");
+        }
+    }
+}
+
+/// Claims and runs tasks of the job in the counter until none is left.
+fn claim_all(sh: &Shared, f: &(dyn Fn(usize) + Sync)) {
+    loop {
+        let (_, n, i) = split(sh.counter.fetch_add(1, Ordering::AcqRel));
+        if i >= n {
+            return;
+        }
+        run_task(sh, f, i);
+    }
+}
+
+/// Task `i`, counted done even if it panics (the dispatcher then panics).
+fn run_task(sh: &Shared, f: &(dyn Fn(usize) + Sync), i: usize) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i))).is_err() {
+        sh.panicked.store(true, Ordering::Relaxed);
+    }
+    sh.done.fetch_add(1, Ordering::Release);
+}
+
+fn worker(sh: &Shared) {
+    let mut seen = split(sh.counter.load(Ordering::Acquire)).0;
+    IN_TASK.with(|t| t.set(true));
+    loop {
+        let mut idle = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            let (gen, n, i) = split(sh.counter.load(Ordering::Acquire));
+            if gen != seen && i < n {
+                break;
+            }
+            seen = gen;
+            if sh.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            spins += 1;
+            if !spins.is_multiple_of(1024) || idle.elapsed() < GRACE {
+                std::hint::spin_loop();
+                continue;
+            }
+            sh.sleepers.fetch_add(1, Ordering::SeqCst);
+            let mut g = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
+            while split(sh.counter.load(Ordering::SeqCst)).0 == seen
+                && !sh.stop.load(Ordering::SeqCst)
+            {
+                g = sh.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+            drop(g);
+            sh.sleepers.fetch_sub(1, Ordering::SeqCst);
+            idle = Instant::now();
+        }
+        loop {
+            let (gen, n, i) = split(sh.counter.fetch_add(1, Ordering::AcqRel));
+            seen = gen;
+            if i >= n {
+                break;
+            }
+            // a claimed task keeps its job alive until `done` counts it
+            let job = sh
+                .job
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("a job is set before its tasks");
+            // SAFETY: see `Pool::run`
+            run_task(sh, unsafe { &*job.0 }, i);
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        {
+            let _g = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The process's pool for a thread count, made on first use (one at a time is kept).
+fn pool_for(threads: usize) -> Arc<Pool> {
+    static POOL: OnceLock<Mutex<Option<Arc<Pool>>>> = OnceLock::new();
+    let mut p = POOL
+        .get_or_init(|| Mutex::new(None))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    match &*p {
+        Some(pool) if pool.threads == threads => Arc::clone(pool),
+        _ => {
+            let pool = Arc::new(Pool::new(threads));
+            *p = Some(Arc::clone(&pool));
+            pool
+        }
+    }
+}
+
+/// Runs `body` with a spinning pool of `rayon::current_num_threads()` threads current on this
+/// thread, so the [`for_each`] calls inside it (from this thread) use it. Nested calls reuse it.
+pub fn hot<R>(body: impl FnOnce() -> R) -> R {
+    let threads = rayon::current_num_threads().max(1);
+    if threads == 1 || HOT.with(|h| h.borrow().is_some()) || IN_TASK.with(|t| t.get()) {
+        return body();
+    }
+    let pool = pool_for(threads);
+    HOT.with(|h| *h.borrow_mut() = Some(pool));
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            HOT.with(|h| *h.borrow_mut() = None);
+        }
+    }
+    let _reset = Reset;
+    body()
+}
+
+/// The number of threads [`for_each`] spreads tasks over here.
+pub fn threads() -> usize {
+    HOT.with(|h| h.borrow().as_ref().map(|p| p.threads))
+        .unwrap_or_else(rayon::current_num_threads)
+}
+
+/// `f(i)` for every `i < n`, in parallel: on the pool of [`hot`] if one is current on this
+/// thread, in place inside one of its tasks, else on rayon.
+pub fn for_each(n: usize, f: impl Fn(usize) + Sync + Send) {
+    if n == 0 {
+        return;
+    }
+    if n == 1 || IN_TASK.with(|t| t.get()) {
+        (0..n).for_each(f);
+        return;
+    }
+    let pool = HOT.with(|h| h.borrow().clone());
+    match pool {
+        Some(p) if n <= MAX_TASKS => p.run(n, &f),
+        _ => (0..n).into_par_iter().for_each(f),
+    }
+}
+
+/// `f(i, row)` for each of the `data.len() / len` rows of `len` elements of `data`, in
+/// parallel with [`for_each`], `per` rows a task.
+pub fn for_each_row<T: Send>(
+    data: &mut [T],
+    len: usize,
+    per: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if len == 0 {
+        return;
+    }
+    let n = data.len() / len;
+    let per = per.max(1);
+    let p = RowsPtr(data.as_mut_ptr());
+    for_each(n.div_ceil(per), |task| {
+        for i in task * per..((task + 1) * per).min(n) {
+            // SAFETY: row i is inside `data` (i < n) and belongs to this task only
+            f(i, unsafe {
+                std::slice::from_raw_parts_mut(p.at(i * len), len)
+            });
+        }
+    });
+}
+
+/// `f(i, q_row, d_row, c_row)` for the rows of three buffers (`q`: rows of `lq`, `d` of `ld`,
+/// `c` of `lc`, as many as `q` has), in parallel with [`for_each`], `per` rows a task.
+pub(crate) fn for_each_row3<Q: Send, D: Send, C: Send>(
+    (q, lq): (&mut [Q], usize),
+    (d, ld): (&mut [D], usize),
+    (c, lc): (&mut [C], usize),
+    per: usize,
+    f: impl Fn(usize, &mut [Q], &mut [D], &mut [C]) + Sync + Send,
+) {
+    if lq == 0 {
+        return;
+    }
+    let n = q.len() / lq;
+    assert!(
+        d.len() >= n * ld && c.len() >= n * lc,
+        "buffers too short for {n} rows"
+    );
+    let per = per.max(1);
+    let (pq, pd, pc) = (
+        RowsPtr(q.as_mut_ptr()),
+        RowsPtr(d.as_mut_ptr()),
+        RowsPtr(c.as_mut_ptr()),
+    );
+    for_each(n.div_ceil(per), |task| {
+        for i in task * per..((task + 1) * per).min(n) {
+            // SAFETY: row i of each buffer is inside it and belongs to this task only
+            unsafe {
+                f(
+                    i,
+                    std::slice::from_raw_parts_mut(pq.at(i * lq), lq),
+                    std::slice::from_raw_parts_mut(pd.at(i * ld), ld),
+                    std::slice::from_raw_parts_mut(pc.at(i * lc), lc),
+                )
+            };
+        }
+    });
+}
+
+/// `f(i, a_row, b_row)` for the rows of two buffers at once (`data_a` rows of `len_a`,
+/// `data_b` rows of `len_b`, as many as `data_a` has), in parallel with [`for_each`].
+pub fn for_each_row2<A: Send, B: Send>(
+    a: (&mut [A], usize),
+    b: (&mut [B], usize),
+    per: usize,
+    f: impl Fn(usize, &mut [A], &mut [B]) + Sync + Send,
+) {
+    let ((da, la), (db, lb)) = (a, b);
+    if la == 0 {
+        return;
+    }
+    let n = da.len() / la;
+    assert!(db.len() >= n * lb, "second buffer too short for {n} rows");
+    let per = per.max(1);
+    let (pa, pb) = (RowsPtr(da.as_mut_ptr()), RowsPtr(db.as_mut_ptr()));
+    for_each(n.div_ceil(per), |task| {
+        for i in task * per..((task + 1) * per).min(n) {
+            // SAFETY: row i of each buffer is inside it and belongs to this task only
+            let (ra, rb) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(pa.at(i * la), la),
+                    std::slice::from_raw_parts_mut(pb.at(i * lb), lb),
+                )
+            };
+            f(i, ra, rb);
+        }
+    });
+}
+
+/// A buffer's base pointer shared by tasks that write disjoint rows of it.
+pub(crate) struct RowsPtr<T>(pub(crate) *mut T);
+impl<T> Clone for RowsPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for RowsPtr<T> {}
+// SAFETY: tasks write disjoint rows, and the buffer's borrow outlives the parallel section.
+unsafe impl<T: Send> Send for RowsPtr<T> {}
+unsafe impl<T: Send> Sync for RowsPtr<T> {}
+impl<T> RowsPtr<T> {
+    /// A method, so closures capture the whole (`Sync`) wrapper.
+    pub(crate) fn at(self, i: usize) -> *mut T {
+        self.0.wrapping_add(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_task_runs_once_on_the_pool() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            hot(|| {
+                for n in [1usize, 2, 3, 17, 1000] {
+                    for _ in 0..50 {
+                        let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                        for_each(n, |i| {
+                            // a nested call runs in place
+                            for_each(2, |_| {});
+                            hits[i].fetch_add(1, Ordering::Relaxed);
+                        });
+                        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n={n}");
+                    }
+                }
+                // after the workers went to sleep
+                std::thread::sleep(GRACE * 3);
+                let hits: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
+                for_each(64, |i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            })
+        });
+    }
+}
