@@ -13,12 +13,16 @@ use slmpack_kernels::vec::{
 use crate::matmul::{matmul, SyncOut};
 use crate::model::Model;
 use crate::ops::{rms_norm, rope_cache, rope_norm};
+use slmpack_kernels::pool::{for_each_row, for_each_row2};
 
 /// Default number of prompt tokens processed per batch.
 pub const DEFAULT_BATCH: usize = 256;
 
 /// Query tokens per attention task in prefill.
 const ATT_BLOCK: usize = 16;
+
+/// Tokens per task of the per-token steps (norms, RoPE, residuals, SwiGLU) of a batch.
+const TOKENS_PER_TASK: usize = 8;
 
 /// Keys per K·Q task in decode.
 const KEYS_PER_TASK: usize = 128;
@@ -229,14 +233,9 @@ impl<'m, 'a> Session<'m, 'a> {
         for (li, l) in m.layers.iter().enumerate() {
             let x = &mut s.x[..n * e];
             let xn = &mut s.xn[..n * e];
-            for t in 0..n {
-                rms_norm(
-                    &x[t * e..(t + 1) * e],
-                    &l.attn_norm,
-                    c.rms_eps,
-                    &mut xn[t * e..(t + 1) * e],
-                );
-            }
+            for_each_row(xn, e, TOKENS_PER_TASK, |t, xr| {
+                rms_norm(&x[t * e..(t + 1) * e], &l.attn_norm, c.rms_eps, xr)
+            });
             let q = &mut s.q[..n * qd];
             let k = &mut s.k[..n * kvd];
             let v = &mut s.v[..n * kvd];
@@ -246,33 +245,48 @@ impl<'m, 'a> Session<'m, 'a> {
             add_bias(q, l.bq.as_deref());
             add_bias(k, l.bk.as_deref());
             add_bias(v, l.bv.as_deref());
-            for t in 0..n {
-                let rc = &s.rope[t * nd..(t + 1) * nd];
-                for h in q[t * qd..(t + 1) * qd].chunks_exact_mut(hd) {
+            let rope = &s.rope;
+            for_each_row2((q, qd), (k, kvd), TOKENS_PER_TASK, |t, qr, kr| {
+                let rc = &rope[t * nd..(t + 1) * nd];
+                for h in qr.chunks_exact_mut(hd) {
                     rope_norm(h, rc);
                 }
-                for h in k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd) {
+                for h in kr.chunks_exact_mut(hd) {
                     rope_norm(h, rc);
                 }
-            }
-            // store K (row per position) and V (transposed: row per dimension) as f16
+            });
+            // store K (row per position) and V (transposed: row per dimension) as f16, and Q
+            // rounded to f16 for the attention products
             let base = li * layer_stride;
-            to_f16(
-                k,
-                &mut self.k_cache[base + pos0 * kvd..base + (pos0 + n) * kvd],
+            let (q, k, v) = (&*q, &*k, &*v);
+            let qh = &mut s.qh[..n * qd];
+            for_each_row2(
+                (
+                    &mut self.k_cache[base + pos0 * kvd..base + (pos0 + n) * kvd],
+                    kvd,
+                ),
+                (qh, qd),
+                TOKENS_PER_TASK,
+                |t, kr, qr| {
+                    to_f16(&k[t * kvd..(t + 1) * kvd], kr);
+                    to_f16(&q[t * qd..(t + 1) * qd], qr);
+                },
             );
             let vt = &mut self.v_cache[base..base + layer_stride];
-            for t in 0..n {
-                let vrow = &v[t * kvd..(t + 1) * kvd];
-                for (d, &x) in vrow.iter().enumerate() {
-                    vt[d * n_ctx + pos0 + t] = half::f16::from_f32(x).to_bits();
+            if n == 1 {
+                for (d, &x) in v.iter().enumerate() {
+                    vt[d * n_ctx + pos0] = half::f16::from_f32(x).to_bits();
                 }
+            } else {
+                for_each_row(vt, n_ctx, 16, |d, row| {
+                    for (t, o) in row[pos0..pos0 + n].iter_mut().enumerate() {
+                        *o = half::f16::from_f32(v[t * kvd + d]).to_bits();
+                    }
+                });
             }
             let kc = &self.k_cache[base..base + layer_stride];
             let vc = &self.v_cache[base..base + layer_stride];
-            let qh = &mut s.qh[..n * qd];
-            to_f16(&s.q[..n * qd], qh);
-            let qh = &*qh;
+            let qh = &s.qh[..n * qd];
 
             // causal attention as llama.cpp computes it with its default F16 KV cache: Q rounded
             // to f16, K·Q and P·V as f16 dot products, softmax in f32 with ggml's exp, P rounded
@@ -433,30 +447,32 @@ impl<'m, 'a> Session<'m, 'a> {
             matmul(&l.wo, &s.att[..n * qd], n, o);
             add_bias(o, l.bo.as_deref());
             let x = &mut s.x[..n * e];
-            for (xi, oi) in x.iter_mut().zip(o.iter()) {
-                *xi += oi;
-            }
+            let o = &*o;
+            for_each_row(x, e, TOKENS_PER_TASK, |t, xr| {
+                add(xr, &o[t * e..(t + 1) * e])
+            });
 
             // feed-forward (SwiGLU)
             let xn = &mut s.xn[..n * e];
-            for t in 0..n {
-                rms_norm(
-                    &x[t * e..(t + 1) * e],
-                    &l.ffn_norm,
-                    c.rms_eps,
-                    &mut xn[t * e..(t + 1) * e],
-                );
-            }
+            let x = &*x;
+            for_each_row(xn, e, TOKENS_PER_TASK, |t, xr| {
+                rms_norm(&x[t * e..(t + 1) * e], &l.ffn_norm, c.rms_eps, xr)
+            });
             let gate = &mut s.gate[..n * ff];
             let up = &mut s.up[..n * ff];
             matmul(&l.w_gate, xn, n, gate);
             matmul(&l.w_up, xn, n, up);
-            swiglu(gate, up);
+            let up = &*up;
+            for_each_row(gate, ff, TOKENS_PER_TASK, |t, g| {
+                swiglu(g, &up[t * ff..(t + 1) * ff])
+            });
             let o = &mut s.o[..n * e];
             matmul(&l.w_down, gate, n, o);
-            for (xi, oi) in x.iter_mut().zip(o.iter()) {
-                *xi += oi;
-            }
+            let o = &*o;
+            let x = &mut s.x[..n * e];
+            for_each_row(x, e, TOKENS_PER_TASK, |t, xr| {
+                add(xr, &o[t * e..(t + 1) * e])
+            });
         }
 
         // output
@@ -482,6 +498,13 @@ impl<'m, 'a> Session<'m, 'a> {
             }
         }
         self.pos += n;
+    }
+}
+
+/// `x += y`, element by element.
+fn add(x: &mut [f32], y: &[f32]) {
+    for (xi, yi) in x.iter_mut().zip(y) {
+        *xi += yi;
     }
 }
 
