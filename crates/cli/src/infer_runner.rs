@@ -147,7 +147,7 @@ impl Runner for InferRunner {
             }
         }
         {
-            let file = GgufFile::open(path).map_err(|e| err(boxed(e)))?;
+            let file = GgufFile::open_populated(path).map_err(|e| err(boxed(e)))?;
             let model = Model::load(&file).map_err(|e| err(boxed(e)))?;
             let codec = TextCodec::from_gguf(&file).map_err(|e| err(boxed(e)))?;
             let n_ctx = opts.n_ctx;

@@ -108,7 +108,18 @@ impl GgufFile {
     }
 
     pub fn open_with_limits(path: impl AsRef<Path>, limits: &Limits) -> Result<GgufFile> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_map(path.as_ref(), limits, false)
+    }
+
+    /// [`GgufFile::open`] for running the model: every page of the map is faulted in up front
+    /// (`MAP_POPULATE` on Linux, as llama.cpp maps its models), so the first pass over the
+    /// weights does not pay for tens of thousands of page faults.
+    pub fn open_populated(path: impl AsRef<Path>) -> Result<GgufFile> {
+        Self::open_map(path.as_ref(), &Limits::default(), true)
+    }
+
+    fn open_map(path: &Path, limits: &Limits, populate: bool) -> Result<GgufFile> {
+        let path = path.to_path_buf();
         let file = File::open(&path).map_err(|source| GgufError::Open {
             path: path.clone(),
             source,
@@ -126,7 +137,11 @@ impl GgufFile {
         // SAFETY: the map is read-only; a concurrent writer truncating the file could fault a
         // read, as with every mmap-based loader (llama.cpp's included). slmpack writes outputs
         // to a temp file and renames, so its own files are never modified in place.
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| GgufError::Open {
+        let mut opts = memmap2::MmapOptions::new();
+        if populate {
+            opts.populate();
+        }
+        let map = unsafe { opts.map(&file) }.map_err(|source| GgufError::Open {
             path: path.clone(),
             source,
         })?;

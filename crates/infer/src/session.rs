@@ -103,8 +103,8 @@ impl<'m, 'a> Session<'m, 'a> {
             model,
             n_ctx,
             pos: 0,
-            k_cache: vec![0; kv],
-            v_cache: vec![0; kv],
+            k_cache: faulted_zeros(kv),
+            v_cache: faulted_zeros(kv),
             s: Scratch {
                 cap,
                 x: vec![0.0; cap * c.n_embd],
@@ -499,6 +499,17 @@ impl<'m, 'a> Session<'m, 'a> {
         }
         self.pos += n;
     }
+}
+
+/// `n` zeros with every page written once, so the first batch does not fault the KV cache in
+/// page by page (llama.cpp clears its KV buffer when it makes the context).
+fn faulted_zeros(n: usize) -> Vec<u16> {
+    let mut v = vec![0u16; n];
+    for i in (0..n).step_by(2048) {
+        // SAFETY: i < n; a volatile write, so the zeroed allocation's pages are really touched
+        unsafe { std::ptr::write_volatile(v.as_mut_ptr().add(i), 0) };
+    }
+    v
 }
 
 /// `x += y`, element by element.

@@ -27,7 +27,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let f = GgufFile::open(&a.model).with_context(|| format!("loading `{}`", a.model.display()))?;
+    let f = GgufFile::open_populated(&a.model)
+        .with_context(|| format!("loading `{}`", a.model.display()))?;
     let pool = super::run::thread_pool(a.threads)?;
     let model = pool.install(|| Model::load(&f))?;
     let logits = pool.install(|| -> anyhow::Result<Vec<f32>> {

@@ -133,7 +133,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
 
     let t_load = Instant::now();
-    let f = GgufFile::open(&a.model).with_context(|| format!("loading `{}`", a.model.display()))?;
+    let f = GgufFile::open_populated(&a.model)
+        .with_context(|| format!("loading `{}`", a.model.display()))?;
     let pool = thread_pool(a.threads)?;
     // loading repacks some matrices in parallel: on the requested threads too
     let model = pool.install(|| Model::load(&f))?;
