@@ -287,24 +287,7 @@ pub fn dots_f16_ggml_isa(isa: Isa, a: &[u16], b: &[u16], stride: usize, n: usize
 /// three vectors, which is what bounds the one-vector product.
 ///
 /// # Panics
-/// If `a`, `b` or `out` is too short for the shape, or `n < len`.
-#[allow(clippy::too_many_arguments)]
-pub fn dots_f16_ggml_group(
-    a: &[u16],
-    lda: usize,
-    m: usize,
-    len: usize,
-    b: &[u16],
-    stride: usize,
-    n: usize,
-    out: &mut [f32],
-    ldo: usize,
-    rows: usize,
-) {
-    dots_f16_ggml_group_isa(crate::isa(), a, lda, m, len, b, stride, n, out, ldo, rows)
-}
-
-/// [`dots_f16_ggml_group`] on a given instruction set (for tests).
+/// If `a`, `b` or `out` is too short for the shape, `n < len`, or `isa` cannot run here.
 #[allow(clippy::too_many_arguments)]
 pub fn dots_f16_ggml_group_isa(
     isa: Isa,
@@ -884,12 +867,12 @@ mod avx2 {
     }
 
     thread_local! {
-        /// [`dots_f16_ggml_group`]'s vectors widened to f32 (exact), zero-padded to whole groups
+        /// [`dots_f16_ggml_group_isa`]'s vectors widened to f32 (exact), zero-padded to whole groups
         /// of 32; kept per thread and reused, so decoding allocates nothing once it is sized.
         static WIDE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
-    /// [`super::dots_f16_ggml_group`]: the vectors widened once, then two or three of them at a
+    /// [`super::dots_f16_ggml_group_isa`]: the vectors widened once, then two or three of them at a
     /// time against each row (one vector alone takes the two-row [`dots_f16_ggml`]).
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
