@@ -17,28 +17,13 @@ use std::cell::RefCell;
 
 use crate::ops::dot_f32;
 use crate::tensor::QTensor;
+use slmpack_kernels::pool::SharedMut;
 
 /// Output rows per parallel task.
 const ROWS_PER_TASK: usize = 16;
 
 thread_local! {
     static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A raw output pointer shared by tasks that write disjoint elements.
-#[derive(Clone, Copy)]
-pub(crate) struct SyncOut(pub(crate) *mut f32);
-// SAFETY: every task writes a disjoint set of indices (its own output rows), and the slice the
-// pointer comes from outlives the parallel section.
-unsafe impl Send for SyncOut {}
-unsafe impl Sync for SyncOut {}
-
-impl SyncOut {
-    /// The pointer (a method, so closures capture the whole `SyncOut`, which is `Send`).
-    #[inline]
-    pub(crate) fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// `y = W x` for one activation vector (`x.len() == w.cols`, `y.len() == w.rows`).
@@ -80,7 +65,7 @@ pub fn matmul(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
 
 /// The portable path: dequantize each weight row, then f32 dot products.
 pub fn matmul_dequant(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
-    let out = SyncOut(ys.as_mut_ptr());
+    let out = SharedMut(ys.as_mut_ptr());
     let rows = w.rows;
     let cols = w.cols;
     let n_tasks = rows.div_ceil(ROWS_PER_TASK);
@@ -109,7 +94,7 @@ pub fn matmul_dequant(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) 
                 for t in 0..n_tokens {
                     let v = dot_f32(row, &xs[t * cols..(t + 1) * cols]);
                     // SAFETY: (t, r) is written by this task only; index < n_tokens * rows.
-                    unsafe { *out.get().add(t * rows + r) = v };
+                    unsafe { *out.at(t * rows + r) = v };
                 }
             }
         });

@@ -10,10 +10,10 @@ use slmpack_kernels::vec::{
     dots_f16_ggml, dots_f16_ggml_group_ptr, gemm_f16_ptr, softmax_row, swiglu, to_f16,
 };
 
-use crate::matmul::{matmul, SyncOut};
+use crate::matmul::matmul;
 use crate::model::Model;
 use crate::ops::{rms_norm, rope_cache, rope_norm};
-use slmpack_kernels::pool::{for_each_row, for_each_row2};
+use slmpack_kernels::pool::{for_each_row, for_each_row2, SharedMut};
 
 /// Default number of prompt tokens processed per batch.
 pub const DEFAULT_BATCH: usize = 256;
@@ -299,7 +299,7 @@ impl<'m, 'a> Session<'m, 'a> {
             let row_len = llama_kv_len(pos0 + n, n_ctx);
             let kq_tiny = n >= 2 && row_len.is_multiple_of(4) && hd.is_multiple_of(8);
             let pv_tiny = n >= 2 && hd.is_multiple_of(4) && row_len.is_multiple_of(8);
-            let out = SyncOut(s.att.as_mut_ptr());
+            let out = SharedMut(s.att.as_mut_ptr());
             let blocks = n.div_ceil(ATT_BLOCK);
             if n == 1 {
                 // decode: the query heads that share a KV head go together, so each key and V
@@ -309,7 +309,7 @@ impl<'m, 'a> Session<'m, 'a> {
                 let n_kv = pos0 + 1;
                 let isa = slmpack_kernels::isa();
                 let kchunks = n_kv.div_ceil(KEYS_PER_TASK);
-                let sc = SyncOut(s.scores.as_mut_ptr());
+                let sc = SharedMut(s.scores.as_mut_ptr());
                 slmpack_kernels::pool::for_each(c.n_head_kv * kchunks, |task| {
                     let (kvh, k0) = (task / kchunks, task % kchunks * KEYS_PER_TASK);
                     let k1 = (k0 + KEYS_PER_TASK).min(n_kv);
@@ -325,7 +325,7 @@ impl<'m, 'a> Session<'m, 'a> {
                             &kc[kvh * hd + k0 * kvd..],
                             kvd,
                             hd,
-                            sc.get().add(kvh * group * n_ctx + k0),
+                            sc.at(kvh * group * n_ctx + k0),
                             n_ctx,
                             k1 - k0,
                         )
@@ -357,7 +357,7 @@ impl<'m, 'a> Session<'m, 'a> {
                             &vc[(kvh * hd + d0) * n_ctx..],
                             n_ctx,
                             row_len,
-                            out.get().add(kvh * group * hd + d0),
+                            out.at(kvh * group * hd + d0),
                             hd,
                             d1 - d0,
                         )
@@ -416,9 +416,7 @@ impl<'m, 'a> Session<'m, 'a> {
                             } else {
                                 let o0 = t * qd + h * hd;
                                 // SAFETY: outputs (t, h, 0..hd) belong to this task only; in bounds
-                                let o = unsafe {
-                                    std::slice::from_raw_parts_mut(out.get().add(o0), hd)
-                                };
+                                let o = unsafe { std::slice::from_raw_parts_mut(out.at(o0), hd) };
                                 dots_f16_ggml(&p[..n_kv], vs, n_ctx, row_len, o);
                             }
                         }
@@ -435,7 +433,7 @@ impl<'m, 'a> Session<'m, 'a> {
                                     n_ctx,
                                     hd,
                                     kmax,
-                                    out.get().add(t0 * qd + h * hd),
+                                    out.at(t0 * qd + h * hd),
                                     qd,
                                 )
                             };

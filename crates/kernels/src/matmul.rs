@@ -3,6 +3,8 @@
 
 use std::cell::RefCell;
 
+use crate::pool::SharedMut;
+
 use crate::{
     act_scales, act_scales_len, act_type, isa, kernel, row_bytes, tile_shape, GgmlType, Isa,
     TileFn, MAX_TILE,
@@ -163,20 +165,6 @@ pub fn gemm(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
     gemm_isa(isa(), w, xs, n_tokens, ys)
 }
 
-/// A raw output pointer shared by the tasks of one [`gemm_isa`] call; every task writes a
-/// disjoint set of indices.
-#[derive(Clone, Copy)]
-pub(crate) struct Out(pub(crate) *mut f32);
-// SAFETY: tasks write disjoint elements, and the borrow of `ys` outlives the parallel section.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-impl Out {
-    /// A method (not a field access) so closures capture the whole `Send` wrapper.
-    pub(crate) fn at(self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
-    }
-}
-
 /// [`gemm`] with the kernels of a given instruction set (tests, benchmarks).
 ///
 /// # Panics
@@ -250,7 +238,7 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
         }
         let chunk = rows_per_task(rows, wrb);
         if n_tokens == 1 {
-            let out = Out(ys.as_mut_ptr());
+            let out = SharedMut(ys.as_mut_ptr());
             crate::pool::for_each(rows.div_ceil(chunk), |c| {
                 let r0 = c * chunk;
                 for r in r0..(r0 + chunk).min(rows) {
@@ -261,7 +249,7 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
                 }
             });
         } else {
-            let out = Out(ys.as_mut_ptr());
+            let out = SharedMut(ys.as_mut_ptr());
             let n_chunks = rows.div_ceil(chunk);
             crate::pool::for_each(n_chunks, |c| {
                 let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
@@ -317,7 +305,7 @@ fn gemm_f16_as_llama(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mu
             return;
         }
         let chunk = rows_per_task(rows, 2 * cols * n_tokens.min(8)).next_multiple_of(4);
-        let out = Out(ys.as_mut_ptr());
+        let out = SharedMut(ys.as_mut_ptr());
         let task = |c: usize| {
             let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
             let wc = &wd[r0 * cols..r1 * cols];
@@ -370,7 +358,7 @@ unsafe fn tiny_tasks<T: Sync>(
     assert!(ys.len() >= n_tokens * rows);
     let bytes = std::mem::size_of::<T>();
     let chunk = rows_per_task(rows, bytes * cols * n_tokens.min(8)).next_multiple_of(4);
-    let out = Out(ys.as_mut_ptr());
+    let out = SharedMut(ys.as_mut_ptr());
     let task = |c: usize| {
         let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
         // SAFETY: outputs t * rows + r for r in r0..r1 belong to this task only; the caller
@@ -497,7 +485,7 @@ impl Tiles {
         let (rows, cols, wrb) = (w.rows, w.cols, w.row_bytes());
         let chunk = rows_per_task(rows, wrb * n_tokens.min(8)).next_multiple_of(self.mr);
         let n_chunks = rows.div_ceil(chunk);
-        let out = Out(ys.as_mut_ptr());
+        let out = SharedMut(ys.as_mut_ptr());
         let tb: usize = std::env::var("XTB")
             .ok()
             .and_then(|v| v.parse().ok())

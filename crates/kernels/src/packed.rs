@@ -401,12 +401,13 @@ fn run(p: &Packed, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
 /// The products of [`gemm_packed`], activations prepared.
 #[cfg(target_arch = "x86_64")]
 fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
-    use crate::matmul::{rows_per_task, Out};
+    use crate::matmul::rows_per_task;
+    use crate::pool::SharedMut;
     use crate::x86::packed::Panel;
     let groups = p.rows / GROUP;
     let gbytes = p.group_bytes();
     let per = rows_per_task(groups, gbytes * n_tokens.min(8));
-    let out = Out(ys.as_mut_ptr());
+    let out = SharedMut(ys.as_mut_ptr());
     let rows = p.rows;
     let task = |c: usize| {
         for g in c * per..((c + 1) * per).min(groups) {

@@ -286,7 +286,7 @@ pub fn for_each_row<T: Send>(
     }
     let n = data.len() / len;
     let per = per.max(1);
-    let p = RowsPtr(data.as_mut_ptr());
+    let p = SharedMut(data.as_mut_ptr());
     for_each(n.div_ceil(per), |task| {
         for i in task * per..((task + 1) * per).min(n) {
             // SAFETY: row i is inside `data` (i < n) and belongs to this task only
@@ -316,9 +316,9 @@ pub(crate) fn for_each_row3<Q: Send, D: Send, C: Send>(
     );
     let per = per.max(1);
     let (pq, pd, pc) = (
-        RowsPtr(q.as_mut_ptr()),
-        RowsPtr(d.as_mut_ptr()),
-        RowsPtr(c.as_mut_ptr()),
+        SharedMut(q.as_mut_ptr()),
+        SharedMut(d.as_mut_ptr()),
+        SharedMut(c.as_mut_ptr()),
     );
     for_each(n.div_ceil(per), |task| {
         for i in task * per..((task + 1) * per).min(n) {
@@ -350,7 +350,7 @@ pub fn for_each_row2<A: Send, B: Send>(
     let n = da.len() / la;
     assert!(db.len() >= n * lb, "second buffer too short for {n} rows");
     let per = per.max(1);
-    let (pa, pb) = (RowsPtr(da.as_mut_ptr()), RowsPtr(db.as_mut_ptr()));
+    let (pa, pb) = (SharedMut(da.as_mut_ptr()), SharedMut(db.as_mut_ptr()));
     for_each(n.div_ceil(per), |task| {
         for i in task * per..((task + 1) * per).min(n) {
             // SAFETY: row i of each buffer is inside it and belongs to this task only
@@ -365,20 +365,23 @@ pub fn for_each_row2<A: Send, B: Send>(
     });
 }
 
-/// A buffer's base pointer shared by tasks that write disjoint rows of it.
-pub(crate) struct RowsPtr<T>(pub(crate) *mut T);
-impl<T> Clone for RowsPtr<T> {
+/// A buffer's base pointer shared by parallel tasks that each write their own elements of it
+/// (output rows, attention heads).
+pub struct SharedMut<T>(pub *mut T);
+impl<T> Clone for SharedMut<T> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<T> Copy for RowsPtr<T> {}
-// SAFETY: tasks write disjoint rows, and the buffer's borrow outlives the parallel section.
-unsafe impl<T: Send> Send for RowsPtr<T> {}
-unsafe impl<T: Send> Sync for RowsPtr<T> {}
-impl<T> RowsPtr<T> {
-    /// A method, so closures capture the whole (`Sync`) wrapper.
-    pub(crate) fn at(self, i: usize) -> *mut T {
+impl<T> Copy for SharedMut<T> {}
+// SAFETY: the tasks write disjoint elements, and the buffer's borrow outlives the parallel
+// section (the contract of every `unsafe` write through `at`).
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+impl<T> SharedMut<T> {
+    /// Element `i`'s address (a method, so closures capture the whole `Sync` wrapper).
+    #[inline]
+    pub fn at(self, i: usize) -> *mut T {
         self.0.wrapping_add(i)
     }
 }
