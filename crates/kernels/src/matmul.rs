@@ -139,6 +139,18 @@ pub(crate) fn rows_per_task(rows: usize, row_bytes: usize) -> usize {
     by_balance.max(by_size).min(rows.max(1))
 }
 
+/// Rows per task of a one-token product: one contiguous share per thread (as ggml splits a
+/// matrix-vector product), at least ~16 KiB of weights each. Each thread then streams one run of
+/// memory, which the hardware prefetcher follows from its start, and claims one task; with the
+/// ~16 tasks of [`rows_per_task`] each thread restarted a stream every ~20 KiB (two-thread decode
+/// of SmolLM2 measured 13-24% faster this way; 2, 4 and 8 shares per thread were slower,
+/// docs/performance.md).
+pub(crate) fn rows_per_decode_task(rows: usize, row_bytes: usize) -> usize {
+    let threads = crate::pool::threads().max(1);
+    let by_size = (16 * 1024usize).div_ceil(row_bytes.max(1));
+    rows.div_ceil(threads).max(by_size).min(rows.max(1))
+}
+
 /// `y = W x` for one token: `x.len() == w.cols`, `y.len() == w.rows`, with the kernels of
 /// [`isa()`].
 ///
@@ -236,8 +248,8 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
             tiles.run(w, act, arb, sc, ldsc, n_tokens, ys);
             return;
         }
-        let chunk = rows_per_task(rows, wrb);
         if n_tokens == 1 {
+            let chunk = rows_per_decode_task(rows, wrb);
             let out = SharedMut(ys.as_mut_ptr());
             crate::pool::for_each(rows.div_ceil(chunk), |c| {
                 let r0 = c * chunk;
@@ -249,6 +261,7 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
                 }
             });
         } else {
+            let chunk = rows_per_task(rows, wrb);
             let out = SharedMut(ys.as_mut_ptr());
             let n_chunks = rows.div_ceil(chunk);
             crate::pool::for_each(n_chunks, |c| {
@@ -483,27 +496,22 @@ impl Tiles {
         ys: &mut [f32],
     ) {
         let (rows, cols, wrb) = (w.rows, w.cols, w.row_bytes());
-        let chunk = rows_per_task(rows, wrb * n_tokens.min(8)).next_multiple_of(self.mr);
+        let chunk = if n_tokens == 1 {
+            rows_per_decode_task(rows, wrb)
+        } else {
+            rows_per_task(rows, wrb * n_tokens.min(8))
+        }
+        .next_multiple_of(self.mr);
         let n_chunks = rows.div_ceil(chunk);
         let out = SharedMut(ys.as_mut_ptr());
-        let tb: usize = std::env::var("XTB")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(n_tokens)
-            .max(1)
-            .next_multiple_of(self.nr);
-        let n_tb = n_tokens.div_ceil(tb);
-        let n_chunks = n_chunks * n_tb;
         let task = |c: usize| {
-            let (c, tbi) = (c / n_tb, c % n_tb);
-            let (t0, t1) = (tbi * tb, ((tbi + 1) * tb).min(n_tokens));
             let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
             let mut r = r0;
             while r < r1 {
                 let m = self.mr.min(r1 - r);
-                let mut t = t0;
-                while t < t1 {
-                    let n = self.nr.min(t1 - t);
+                let mut t = 0;
+                while t < n_tokens {
+                    let n = self.nr.min(n_tokens - t);
                     let f = self.fns[m - 1][n - 1].expect("every tile up to mr x nr");
                     // SAFETY: rows r..r+m and tokens t..t+n exist (full byte lengths); the
                     // outputs (t + j) * rows + r + i belong to this chunk only; the CPU runs

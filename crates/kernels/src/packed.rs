@@ -406,7 +406,11 @@ fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
     use crate::x86::packed::Panel;
     let groups = p.rows / GROUP;
     let gbytes = p.group_bytes();
-    let per = rows_per_task(groups, gbytes * n_tokens.min(8));
+    let per = if n_tokens == 1 {
+        crate::matmul::rows_per_decode_task(groups, gbytes)
+    } else {
+        rows_per_task(groups, gbytes * n_tokens.min(8))
+    };
     let out = SharedMut(ys.as_mut_ptr());
     let rows = p.rows;
     let task = |c: usize| {
