@@ -66,6 +66,26 @@ fn simd_versions_give_identical_bits() {
             assert_eq!(s1, s2, "{isa} softmax n={n}");
             assert!((s1.iter().map(|&v| v as f64).sum::<f64>() - 1.0).abs() < 1e-5);
 
+            // the softmax normaliser without writing the input: the same sum as `softmax`
+            let x = values(n, 5 * n as u64, 20.0);
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e = vec::exp_sum_of_isa(isa, &x, max);
+            assert_eq!(
+                e.to_bits(),
+                vec::exp_sum_of_isa(Isa::Scalar, &x, max).to_bits()
+            );
+            let mut y = x.clone();
+            assert_eq!(
+                e.to_bits(),
+                vec::softmax_isa(isa, &mut y, 1.0).to_bits(),
+                "{isa} n={n}"
+            );
+            let exact: f64 = x.iter().map(|&v| ((v - max) as f64).exp()).sum();
+            assert!(
+                (e - exact).abs() <= 1e-6 * exact,
+                "{isa} n={n}: {e} vs {exact}"
+            );
+
             let up = values(n, 11 * n as u64, 2.0);
             let mut g1 = values(n, 13 * n as u64, 12.0);
             let mut g2 = g1.clone();
