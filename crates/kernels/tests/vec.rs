@@ -213,10 +213,11 @@ fn batched_dots_match_one_call_per_row() {
 fn grouped_dots_match_one_call_per_vector() {
     // (vectors, len, n, rows, stride): attention's query heads per KV head (1 to 8) against
     // keys (len = n = head size) and against V rows (len = cells used, n = cells in the row,
-    // with and without elements past the last group of 32)
+    // with and without elements past the last group of 32; whole groups go eight rows at a time)
     for isa in available_isas() {
         for (m, len, n, rows, stride) in [
             (3usize, 64usize, 64usize, 37usize, 192usize),
+            (2, 128, 128, 17, 384),
             (3, 700, 768, 64, 1024),
             (2, 641, 641, 5, 700),
             (4, 96, 129, 9, 130),
