@@ -616,18 +616,40 @@ mod avx2 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn exp_sum(x: &mut [f32], max: f32) -> f64 {
-        let n = x.len();
+        exp_sum_raw(x.as_ptr(), x.len(), max, x.as_mut_ptr())
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn exp_sum_of(x: &[f32], max: f32) -> f64 {
+        exp_sum_raw(x.as_ptr(), x.len(), max, std::ptr::null_mut())
+    }
+
+    /// `Σ expf(x[i] - max)` over `n` values, by groups of 8 as [`super::exp_sum`]; the
+    /// exponentials are also written to `out` unless it is null (it may be `x`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn exp_sum_raw(x: *const f32, n: usize, max: f32, out: *mut f32) -> f64 {
         let vmax = _mm256_set1_ps(max);
         let mut sum = 0f64;
         let mut i = 0;
         while i + 8 <= n {
-            let v = expf(_mm256_sub_ps(_mm256_loadu_ps(x.as_ptr().add(i)), vmax));
-            _mm256_storeu_ps(x.as_mut_ptr().add(i), v);
+            let v = expf(_mm256_sub_ps(_mm256_loadu_ps(x.add(i)), vmax));
+            if !out.is_null() {
+                _mm256_storeu_ps(out.add(i), v);
+            }
             sum += hsum(v) as f64;
             i += 8;
         }
         if i < n {
-            sum += super::exp_sum(&mut x[i..], max);
+            // the last, partial group: lanes past `n` are zero, as the portable version's
+            let mut v = [0f32; 8];
+            for (k, e) in v.iter_mut().enumerate().take(n - i) {
+                *e = super::expf(*x.add(i + k) - max);
+                if !out.is_null() {
+                    *out.add(i + k) = *e;
+                }
+            }
+            sum += super::hsum8(&v) as f64;
         }
         sum
     }
@@ -652,23 +674,6 @@ mod avx2 {
             max = max.max(*v);
         }
         max
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn exp_sum_of(x: &[f32], max: f32) -> f64 {
-        let n = x.len();
-        let vmax = _mm256_set1_ps(max);
-        let mut sum = 0f64;
-        let mut i = 0;
-        while i + 8 <= n {
-            let v = expf(_mm256_sub_ps(_mm256_loadu_ps(x.as_ptr().add(i)), vmax));
-            sum += hsum(v) as f64;
-            i += 8;
-        }
-        if i < n {
-            sum += super::exp_sum_of_isa(crate::Isa::Scalar, &x[i..], max);
-        }
-        sum
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
