@@ -1,0 +1,131 @@
+//! Decode attention's f16 products on SmolLM2-135M shapes (9 query heads, 3 KV heads of 64
+//! dimensions, 30 layers) at 800 cached positions, one thread: K·Q (each query head against
+//! every key, `vec::dots_f16_ggml_group_isa` over the three heads of a KV head) and P·V (the
+//! probabilities against every row of the transposed V cache), for every instruction set here.
+//!
+//! `warm` runs the 30 layers back to back (their ~18 MB of K and V stay in cache); `cold` reads
+//! 64 MiB before each iteration, as the weights stream between layers in a real decode, so the
+//! cache lines come from memory (heap pages here; the runtime keeps its cache on huge pages).
+//! Throughput is bytes of K (or V) read per second.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use slmpack_kernels::vec::dots_f16_ggml_group_isa;
+use slmpack_kernels::{available_isas, Isa};
+
+const LAYERS: usize = 30;
+const HEAD: usize = 64;
+const KV_HEADS: usize = 3;
+const GROUP: usize = 3;
+const KV_DIM: usize = HEAD * KV_HEADS;
+const N_CTX: usize = 4096;
+const POSITIONS: usize = 800;
+/// llama.cpp's row of cells at 800 positions (padded to 256)
+const ROW_LEN: usize = 1024;
+
+fn f16s(n: usize, seed: u64) -> Vec<u16> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            half::f16::from_f32((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5).to_bits()
+        })
+        .collect()
+}
+
+/// K·Q of every layer: scores of the 9 heads against `POSITIONS` keys.
+fn kq(isa: Isa, k: &[u16], q: &[u16], scores: &mut [f32]) {
+    for l in 0..LAYERS {
+        let kl = &k[l * N_CTX * KV_DIM..];
+        for h in 0..KV_HEADS {
+            dots_f16_ggml_group_isa(
+                isa,
+                &q[h * GROUP * HEAD..],
+                HEAD,
+                GROUP,
+                HEAD,
+                &kl[h * HEAD..],
+                KV_DIM,
+                HEAD,
+                &mut scores[h * GROUP * N_CTX..],
+                N_CTX,
+                POSITIONS,
+            );
+        }
+    }
+}
+
+/// P·V of every layer: the 9 heads' outputs from `POSITIONS` probabilities.
+fn pv(isa: Isa, v: &[u16], p: &[u16], out: &mut [f32]) {
+    for l in 0..LAYERS {
+        let vl = &v[l * N_CTX * KV_DIM..];
+        for h in 0..KV_HEADS {
+            dots_f16_ggml_group_isa(
+                isa,
+                &p[h * GROUP * N_CTX..],
+                N_CTX,
+                GROUP,
+                POSITIONS,
+                &vl[h * HEAD * N_CTX..],
+                N_CTX,
+                ROW_LEN,
+                &mut out[h * GROUP * HEAD..],
+                HEAD,
+                HEAD,
+            );
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let k = f16s(LAYERS * N_CTX * KV_DIM, 1);
+    let v = f16s(LAYERS * N_CTX * KV_DIM, 2);
+    let q = f16s(GROUP * KV_HEADS * HEAD, 3);
+    let p = f16s(GROUP * KV_HEADS * N_CTX, 4);
+    let mut scores = vec![0f32; GROUP * KV_HEADS * N_CTX];
+    let mut out = vec![0f32; GROUP * KV_HEADS * HEAD];
+    let mut flush = vec![1u64; (64 << 20) / 8];
+    let mut evict = || {
+        // a read-modify-write pass, so the compiler cannot drop it
+        for x in flush.iter_mut() {
+            *x = x.wrapping_add(1);
+        }
+        black_box(&flush);
+    };
+    let bytes = (LAYERS * POSITIONS * KV_DIM * 2) as u64;
+    let mut g = c.benchmark_group("attention-800");
+    g.sample_size(20);
+    g.throughput(Throughput::Bytes(bytes));
+    for isa in available_isas() {
+        let name = isa.name();
+        g.bench_function(format!("kq/{name}/warm"), |b| {
+            b.iter(|| kq(isa, black_box(&k), &q, &mut scores))
+        });
+        g.bench_function(format!("kq/{name}/cold"), |b| {
+            b.iter_batched(
+                &mut evict,
+                |_| kq(isa, black_box(&k), &q, &mut scores),
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function(format!("pv/{name}/warm"), |b| {
+            b.iter(|| pv(isa, black_box(&v), &p, &mut out))
+        });
+        g.bench_function(format!("pv/{name}/cold"), |b| {
+            b.iter_batched(
+                &mut evict,
+                |_| pv(isa, black_box(&v), &p, &mut out),
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
