@@ -14,6 +14,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use slmpack_kernels::vec::dots_f16_ggml_group_isa;
 use slmpack_kernels::{available_isas, Isa};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{f16s, values};
+
 const LAYERS: usize = 30;
 const HEAD: usize = 64;
 const KV_HEADS: usize = 3;
@@ -23,20 +27,6 @@ const N_CTX: usize = 4096;
 const POSITIONS: usize = 800;
 /// llama.cpp's row of cells at 800 positions (padded to 256)
 const ROW_LEN: usize = 1024;
-
-fn f16s(n: usize, seed: u64) -> Vec<u16> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            half::f16::from_f32((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5).to_bits()
-        })
-        .collect()
-}
 
 /// K·Q of every layer: scores of the 9 heads against `POSITIONS` keys.
 fn kq(isa: Isa, k: &[u16], q: &[u16], scores: &mut [f32]) {
@@ -83,10 +73,10 @@ fn pv(isa: Isa, v: &[u16], p: &[u16], out: &mut [f32]) {
 }
 
 fn bench(c: &mut Criterion) {
-    let k = f16s(LAYERS * N_CTX * KV_DIM, 1);
-    let v = f16s(LAYERS * N_CTX * KV_DIM, 2);
-    let q = f16s(GROUP * KV_HEADS * HEAD, 3);
-    let p = f16s(GROUP * KV_HEADS * N_CTX, 4);
+    let k = f16s(&values(LAYERS * N_CTX * KV_DIM, 1, 0.5));
+    let v = f16s(&values(LAYERS * N_CTX * KV_DIM, 2, 0.5));
+    let q = f16s(&values(GROUP * KV_HEADS * HEAD, 3, 0.5));
+    let p = f16s(&values(GROUP * KV_HEADS * N_CTX, 4, 0.5));
     let mut scores = vec![0f32; GROUP * KV_HEADS * N_CTX];
     let mut out = vec![0f32; GROUP * KV_HEADS * HEAD];
     let mut flush = vec![1u64; (64 << 20) / 8];

@@ -21,6 +21,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use slmpack_kernels::packed::{gemm_packed, pack_for};
 use slmpack_kernels::{
     available_isas, gemm_isa, gemv_isa, isa_report, GgmlType, Isa, Weights, WEIGHT_TYPES,
@@ -29,18 +32,9 @@ use slmpack_kernels::{
 const SHAPES: [(usize, usize); 4] = [(576, 576), (576, 1536), (1536, 576), (576, 49152)];
 const PREFILL_TOKENS: usize = 64;
 
+/// `n` pseudo-random values in `[-1, 1)`, the same for the same seed.
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
-        })
-        .collect()
+    common::values(n, seed, 1.0)
 }
 
 fn types() -> Vec<GgmlType> {
