@@ -458,7 +458,7 @@ fn gemm_tiny_as_llama(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &m
 
 /// The tile kernels of one product: `mr` weight rows x `nr` tokens per call, with the smaller
 /// tiles for the edges (`fns[m - 1][n - 1]`).
-struct Tiles {
+pub(crate) struct Tiles {
     mr: usize,
     nr: usize,
     fns: [[Option<TileFn>; MAX_TILE.1]; MAX_TILE.0],
@@ -468,7 +468,7 @@ impl Tiles {
     /// The tiles for `ty` on `isa` ([`tile_shape`]; `rows` weight rows per tile instead, if given),
     /// summed in llama.cpp's tiled K-quant order if `tiled`, or `None` where that set has no tile
     /// kernels.
-    fn new(isa: Isa, ty: GgmlType, tiled: bool, rows: Option<usize>) -> Option<Tiles> {
+    pub(crate) fn new(isa: Isa, ty: GgmlType, tiled: bool, rows: Option<usize>) -> Option<Tiles> {
         let (mut mr, nr) = tile_shape(isa, ty)?;
         if let Some(m) = rows {
             mr = m.min(MAX_TILE.0);
@@ -480,6 +480,53 @@ impl Tiles {
             }
         }
         Some(Tiles { mr, nr, fns })
+    }
+
+    /// `out[t * ldo + i]` = weight row `i` (of `m_rows` at `w`, `wrb` bytes apart) times token
+    /// `t` (activation row `t` of `act`, `arb` bytes apart, its scales at `sc + t * ldsc`), one
+    /// row tile after another; each row tile's weights stay in L1 while the tokens stream past.
+    ///
+    /// # Safety
+    /// The weight rows hold `row_bytes(ty, cols)` bytes each and every token its activation row
+    /// and scales; every `out + t * ldo + i` is writable and no other thread writes it; the CPU
+    /// runs the kernels' instruction set.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn rows(
+        &self,
+        cols: usize,
+        w: *const u8,
+        wrb: usize,
+        m_rows: usize,
+        (act, arb, sc, ldsc): (&[u8], usize, &[f32], usize),
+        n_tokens: usize,
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        let mut r = 0;
+        while r < m_rows {
+            let m = self.mr.min(m_rows - r);
+            let mut t = 0;
+            while t < n_tokens {
+                let n = self.nr.min(n_tokens - t);
+                let f = self.fns[m - 1][n - 1].expect("every tile up to mr x nr");
+                // SAFETY: as the caller guarantees, for rows r..r+m and tokens t..t+n
+                unsafe {
+                    f(
+                        cols,
+                        w.add(r * wrb),
+                        wrb,
+                        act.as_ptr().add(t * arb),
+                        arb,
+                        sc.as_ptr().add(t * ldsc),
+                        ldsc,
+                        out.add(t * ldo + r),
+                        ldo,
+                    )
+                };
+                t += n;
+            }
+            r += m;
+        }
     }
 
     /// `ys[t * rows + r]` for every row and token: parallel over chunks of whole row tiles; in a
@@ -506,33 +553,21 @@ impl Tiles {
         let out = SharedMut(ys.as_mut_ptr());
         let task = |c: usize| {
             let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
-            let mut r = r0;
-            while r < r1 {
-                let m = self.mr.min(r1 - r);
-                let mut t = 0;
-                while t < n_tokens {
-                    let n = self.nr.min(n_tokens - t);
-                    let f = self.fns[m - 1][n - 1].expect("every tile up to mr x nr");
-                    // SAFETY: rows r..r+m and tokens t..t+n exist (full byte lengths); the
-                    // outputs (t + j) * rows + r + i belong to this chunk only; the CPU runs
-                    // the kernel's instruction set (checked by the caller).
-                    unsafe {
-                        f(
-                            cols,
-                            w.data.as_ptr().add(r * wrb),
-                            wrb,
-                            act.as_ptr().add(t * arb),
-                            arb,
-                            sc.as_ptr().add(t * ldsc),
-                            ldsc,
-                            out.at(t * rows + r),
-                            rows,
-                        )
-                    };
-                    t += n;
-                }
-                r += m;
-            }
+            // SAFETY: rows r0..r1 have their full byte lengths and every token its activation
+            // row and scales; the outputs t * rows + r for r in r0..r1 belong to this chunk
+            // only; the CPU runs the kernels' instruction set (checked by the caller).
+            unsafe {
+                self.rows(
+                    cols,
+                    w.data.as_ptr().add(r0 * wrb),
+                    wrb,
+                    r1 - r0,
+                    (act, arb, sc, ldsc),
+                    n_tokens,
+                    out.at(r0),
+                    rows,
+                )
+            };
         };
         if n_chunks == 1 {
             task(0);

@@ -1,5 +1,5 @@
 //! Weights repacked once at load time into 8-row interleaved groups, for the x86 sets (AVX2 and
-//! AVX-512; on VNNI the Q4_0 kernel takes `vpdpbusd`, the same sums).
+//! AVX-512; on VNNI the Q4_0 and Q5_0 kernels take `vpdpbusd`, the same sums).
 //!
 //! ggml-cpu repacks Q4_0 weights into 8-row groups on AVX2 (`block_q4_0x8`); this is the same
 //! idea with a layout of our own, made for one instruction sequence: in a group, block `l` of
@@ -10,14 +10,14 @@
 //! one scale multiply per block for all eight rows, and no sign instructions (the unsigned
 //! nibbles are multiplied as they are and `8 * sum(y)` is subtracted once per block).
 //!
-//! Arithmetic, per row: the integer dot product of each 32-block is exact; it is converted to
+//! Arithmetic of Q4_0, per row: the integer dot product of each 32-block is exact; it is converted to
 //! f32 and added as `acc = fma(int as f32, d_w * d_y, acc)` block after block. That is a
 //! different summation order from the one-row kernels (which keep eight partial sums per
 //! block), so results differ from them by rounding; [`gemm_packed_reference`] computes the
 //! packed order in plain Rust, and the AVX2 kernel is tested to give its bits exactly.
 //!
 //! Types: Q4_0 (against Q8_0 activations) and Q4_K (against Q8_K), the two llama.cpp repacks
-//! on AVX2. A Q4_0 group-block is the eight scales `d`, then the nibbles: eight times the bytes
+//! on AVX2, and Q5_0 (against Q8_0; below). A Q4_0 group-block is the eight scales `d`, then the nibbles: eight times the bytes
 //! of one block. Rows must come in whole groups of eight.
 //!
 //! Q4_K follows llama.cpp's `q4_K_8x8` kernels (`ggml-cpu/arch/x86/repack.cpp`) sum for sum. A
@@ -31,13 +31,24 @@
 //! the tokens left over (`gemv`, activations from `quantize_row_q8_K`); the mins' term is summed
 //! the same way apart and subtracted at the end. This layout does the same.
 //!
-//! Why only these (llama.cpp repacks Q4_0 and Q4_K on AVX2, and this layout gives its repacked
-//! sums bit for bit): the other 32-block types gain 2-3x from the same layout, but llama.cpp
-//! sums them per lane (tinyBLAS, `vec_dot`), as the one-row and tile kernels do, and packing
-//! them cost bit-identical logits (SmolLM2 q4_k_m, whose matrices of 576 columns are Q5_0: top-1
-//! agreement with llama.cpp 0.935 with Q5_0 packed, 1.000 and bit-identical without; a packed
-//! Q4_1 reference file fell to 0.962). A tied output matrix is not packed either (llama.cpp
-//! keeps `token_embd` as it is).
+//! Q5_0 is packed for speed only, and keeps llama.cpp's sums: llama.cpp does not repack it, and
+//! sums it per lane (ggml's one-row `vec_dot` for one token, tinyBLAS for batches, the same
+//! order), so its layout is built to give those bits, not the Q4_0 layout's per-row sums. A
+//! Q5_0 group-block holds one 32-element block of the eight rows: the eight `d`, 32 bytes of
+//! high bits (byte `j`, bit `r`: row `r`'s element `j`), then four pairs of rows, each 32 bytes
+//! with the first row's element `j` in the low nibble of byte `j` and the second's in the high
+//! nibble (176 bytes, as the eight ggml blocks). For one token each row's quants come back with
+//! two shifts and masks (ggml: a byte shuffle, compare and blend per row), against ggml's
+//! `vec_dot` order lane for lane (`hsum_float_8` at the end); a batch unpacks each group into
+//! eight Q8_0 rows of the same signed quants and runs the Q8_0 tiles, which sum as the Q5_0 ones.
+//! One-token products streamed from memory (the 52 MB of Q5_0 of SmolLM2's q4_k_m, one core):
+//! 5.8-8.6 ms unpacked (4-row tiles), 3.6-3.9 ms packed.
+//!
+//! Not packed (llama.cpp does not repack them, and sums them per lane, as the one-row and tile
+//! kernels do): Q4_1, Q5_1 and Q8_0. A layout like Q4_0's gained 2-3x for Q4_1/Q5_1/Q5_0 but cost
+//! bit-identical logits (SmolLM2 q4_k_m with Q5_0 packed that way: top-1 agreement with llama.cpp
+//! 0.935; a packed Q4_1 reference file fell to 0.962). A tied output matrix is not packed either
+//! (llama.cpp keeps `token_embd` as it is).
 
 use rayon::prelude::*;
 
@@ -49,7 +60,7 @@ pub const GROUP: usize = 8;
 /// A weight matrix in the packed layout (owned: the copy made at load time).
 #[derive(Clone)]
 pub struct Packed {
-    /// The type the rows were packed from (Q4_0 or Q4_K).
+    /// The type the rows were packed from (Q4_0, Q4_K or Q5_0).
     pub ty: GgmlType,
     /// Number of rows (outputs), a multiple of [`GROUP`].
     pub rows: usize,
@@ -71,8 +82,8 @@ impl std::fmt::Debug for Packed {
 }
 
 impl Packed {
-    /// Bytes of the packed weights (the original encoding's for Q4_0; for Q4_K 32 more per
-    /// super-block of eight rows, the unpacked scales and mins).
+    /// Bytes of the packed weights (the original encoding's for Q4_0 and Q5_0; for Q4_K 32 more
+    /// per super-block of eight rows, the unpacked scales and mins).
     pub fn bytes(&self) -> usize {
         self.data.len()
     }
@@ -90,6 +101,7 @@ fn group_bytes(ty: GgmlType, cols: usize) -> usize {
     match ty {
         GgmlType::Q4_K => K_GB * (cols / 256),
         GgmlType::Q4_0 => 8 * 18 * (cols / 32),
+        GgmlType::Q5_0 => 8 * 22 * (cols / 32),
         _ => 0,
     }
 }
@@ -104,13 +116,42 @@ const K_QS: usize = K_MIN + 64;
 pub(crate) const K_GB: usize = K_QS + 1024;
 
 /// True if [`pack`] repacks `ty` weights of `rows` rows for `isa`: an x86 set (on a CPU that has
-/// it), Q4_0 or Q4_K, rows in whole groups of eight.
+/// it), Q4_0, Q4_K or Q5_0, rows in whole groups of eight.
 pub fn packs(isa: Isa, ty: GgmlType, rows: usize) -> bool {
     isa.is_x86()
         && isa.usable()
-        && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K)
+        && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q5_0)
         && rows > 0
         && rows.is_multiple_of(GROUP)
+}
+
+/// Offsets in a Q5_0 group-block (one 32-element block of eight rows, 176 bytes): the eight `d`
+/// (f16), then 32 bytes of high bits (byte `j`, bit `r`: row `r`'s element `j`), then four pairs of
+/// rows (pair `p`, byte `j`: row `2p`'s element `j` in the low nibble, row `2p + 1`'s in the high).
+pub(crate) const Q5_QH: usize = 16;
+pub(crate) const Q5_QS: usize = 48;
+/// Bytes of a Q5_0 group-block (eight ggml blocks of 22 bytes).
+pub(crate) const Q5_GB: usize = Q5_QS + 128;
+
+/// Packs block `l` of eight Q5_0 rows (`block(r)`: row `r`'s 22 bytes, `d`, `qh`, `qs`) into one
+/// group-block `o`. In ggml's block, element `j` has its low four bits in `qs[j]`'s low nibble
+/// (`j < 16`) or `qs[j - 16]`'s high nibble, and its fifth bit in bit `j` of `qh`.
+fn pack_q5_0<'w>(o: &mut [u8], block: impl Fn(usize) -> &'w [u8]) {
+    o.fill(0);
+    for r in 0..GROUP {
+        let x = block(r);
+        o[2 * r..2 * r + 2].copy_from_slice(&x[0..2]);
+        let qh = u32::from_le_bytes(x[2..6].try_into().expect("4 bytes"));
+        for j in 0..32 {
+            o[Q5_QH + j] |= (((qh >> j) & 1) as u8) << r;
+            let nib = if j < 16 {
+                x[6 + j] & 0xF
+            } else {
+                x[6 + j - 16] >> 4
+            };
+            o[Q5_QS + 32 * (r / 2) + j] |= nib << (4 * (r % 2));
+        }
+    }
 }
 
 /// Packs one group of eight Q4_K rows (`block(r, b)`: row `r`'s super-block `b`) into `out`.
@@ -175,9 +216,29 @@ pub fn pack_for(isa: Isa, w: &Weights) -> Result<Option<Packed>, KernelError> {
             data,
         }));
     }
+    let nb = w.cols / 32;
+    if w.ty == GgmlType::Q5_0 {
+        let mut data = vec![0u8; w.data.len()];
+        data.par_chunks_mut(Q5_GB * nb)
+            .enumerate()
+            .for_each(|(g, out)| {
+                for l in 0..nb {
+                    pack_q5_0(&mut out[l * Q5_GB..(l + 1) * Q5_GB], |r| {
+                        let at = (g * GROUP + r) * rb + l * 22;
+                        &w.data[at..at + 22]
+                    });
+                }
+            });
+        return Ok(Some(Packed {
+            ty: w.ty,
+            rows: w.rows,
+            cols: w.cols,
+            isa,
+            data,
+        }));
+    }
     // Q4_0: eight scales, then load s (0..3) holds bytes 4s..4s+3 of every row (low nibbles:
     // elements 4s.., high nibbles: 16+4s..)
-    let nb = w.cols / 32;
     let gb = 8 * 18;
     let mut data = vec![0u8; w.data.len()];
     data.par_chunks_mut(gb * nb)
@@ -354,7 +415,9 @@ fn prepare(isa: Isa, ty: GgmlType, cols: usize, xs: &[f32], n_tokens: usize, mut
         for l in 0..nb {
             let b = &q[l * 34..(l + 1) * 34];
             d[l] = half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
-            c[l] = 8 * b[2..].iter().map(|&v| v as i8 as i32).sum::<i32>();
+            if ty == GgmlType::Q4_0 {
+                c[l] = 8 * b[2..].iter().map(|&v| v as i8 as i32).sum::<i32>();
+            }
         }
     };
     if n_tokens == 1 {
@@ -413,6 +476,9 @@ fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
     };
     let out = SharedMut(ys.as_mut_ptr());
     let rows = p.rows;
+    if p.ty == GgmlType::Q5_0 && n_tokens > 1 {
+        return q5_0_batch(p, a, n_tokens, per, out);
+    }
     let task = |c: usize| {
         for g in c * per..((c + 1) * per).min(groups) {
             let mut t = 0;
@@ -448,6 +514,60 @@ fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// One group of Q5_0 rows unpacked to Q8_0 blocks, per thread (grows, never shrinks).
+    static UNPACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A batch against packed Q5_0 weights: each group is unpacked into eight Q8_0 rows (the same
+/// signed quants and scales, [`crate::x86::packed::unpack_q5_0_to_q8_0`]) in a per-thread buffer
+/// and multiplied with the Q8_0 tile kernels, which sum as the Q5_0 tiles do (tinyBLAS's order,
+/// the one llama.cpp uses for Q5_0 batches): the bits of the unpacked matrix.
+#[cfg(target_arch = "x86_64")]
+fn q5_0_batch(p: &Packed, a: &Acts, n_tokens: usize, per: usize, out: crate::pool::SharedMut<f32>) {
+    let tiles = crate::matmul::Tiles::new(p.isa, GgmlType::Q8_0, false, None)
+        .expect("the x86 sets have Q8_0 tiles");
+    let (groups, gbytes, rows) = (p.rows / GROUP, p.group_bytes(), p.rows);
+    let rb = row_bytes(GgmlType::Q8_0, p.cols);
+    let task = |c: usize| {
+        let mut buf = UNPACKED.with(|u| std::mem::take(&mut *u.borrow_mut()));
+        if buf.len() < GROUP * rb {
+            buf.resize(GROUP * rb, 0);
+        }
+        for g in c * per..((c + 1) * per).min(groups) {
+            // SAFETY: group g has `gbytes` bytes and `buf` eight Q8_0 rows; the outputs
+            // t * rows + 8 g .. + 8 belong to this task only; the CPU runs `p.isa` (asserted by
+            // `gemm_packed`); every token has its Q8_0 row and f32 scales in `a`.
+            unsafe {
+                crate::x86::packed::unpack_q5_0_to_q8_0(
+                    p.isa,
+                    a.nb,
+                    p.data[g * gbytes..(g + 1) * gbytes].as_ptr(),
+                    buf.as_mut_ptr(),
+                );
+                tiles.rows(
+                    p.cols,
+                    buf.as_ptr(),
+                    rb,
+                    GROUP,
+                    (&a.q, a.lda, &a.d, a.nb),
+                    n_tokens,
+                    out.at(g * GROUP),
+                    rows,
+                );
+            }
+        }
+        UNPACKED.with(|u| *u.borrow_mut() = buf);
+    };
+    let n_tasks = groups.div_ceil(per);
+    if n_tasks == 1 {
+        task(0);
+    } else {
+        crate::pool::for_each(n_tasks, task);
+    }
+}
+
 /// What [`gemm_packed`] computes, in plain Rust and the same order (Q4_0: each row's blocks
 /// summed as `acc = fma(int as f32, d_w * d_y, acc)`; Q4_K: see [`reference_q4_k`]), for tests.
 ///
@@ -456,6 +576,9 @@ fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
 pub fn gemm_packed_reference(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
     if w.ty == GgmlType::Q4_K {
         return reference_q4_k(w, xs, n_tokens, ys);
+    }
+    if w.ty == GgmlType::Q5_0 {
+        return reference_q5_0(w, xs, n_tokens, ys);
     }
     assert_eq!(w.ty, GgmlType::Q4_0, "a packable type");
     assert_eq!(xs.len(), n_tokens * w.cols);
@@ -479,6 +602,43 @@ pub fn gemm_packed_reference(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut 
                 acc = (dot as f32).mul_add(h(b, 0) * a.d[t * a.nb + l], acc);
             }
             ys[t * w.rows + r] = acc;
+        }
+    }
+}
+
+/// [`gemm_packed_reference`] for Q5_0: ggml's one-row AVX2 order (`ggml_vec_dot_q5_0_q8_0`),
+/// which tinyBLAS's Q5_0 batches share: per block the integer sums of elements `4i..4i+3` in lane
+/// `i`, `lane = fma(d_w * d_y, sum as f32, lane)`, then the lanes reduced as `hsum_float_8` does,
+/// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`.
+fn reference_q5_0(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
+    assert_eq!(xs.len(), n_tokens * w.cols);
+    assert_eq!(ys.len(), n_tokens * w.rows);
+    let a = prepare(Isa::Scalar, w.ty, w.cols, xs, n_tokens, Acts::default());
+    let rb = w.row_bytes();
+    for t in 0..n_tokens {
+        for r in 0..w.rows {
+            let mut lanes = [0f32; 8];
+            for l in 0..a.nb {
+                let b = &w.data[r * rb + l * 22..r * rb + (l + 1) * 22];
+                let y = &a.q[t * a.lda + l * 34 + 2..t * a.lda + (l + 1) * 34];
+                let qh = u32::from_le_bytes(b[2..6].try_into().expect("4 bytes"));
+                let q = |j: usize| {
+                    let nib = if j < 16 {
+                        b[6 + j] & 0xF
+                    } else {
+                        b[6 + j - 16] >> 4
+                    };
+                    (nib | (((qh >> j) & 1) as u8) << 4) as i32 - 16
+                };
+                let d = half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
+                    * a.d[t * a.nb + l];
+                for (i, lane) in lanes.iter_mut().enumerate() {
+                    let sum: i32 = (4 * i..4 * i + 4).map(|j| q(j) * y[j] as i8 as i32).sum();
+                    *lane = d.mul_add(sum as f32, *lane);
+                }
+            }
+            let l = lanes;
+            ys[t * w.rows + r] = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
         }
     }
 }
