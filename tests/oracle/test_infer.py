@@ -3,7 +3,8 @@
 * Tiny random llama models written here with gguf-py (F32, F16, Q8_0, Q4_0, Q4_1 weights; tied and
   untied output): logits for the same tokens must match llama.cpp's.
 * SmolLM2-135M-Instruct (Q4_1, env SLMPACK_SMOLLM2, plus F16/Q8_0/Q4_0/Q4_K_M files requantized
-  from it): tokenization identical to llama.cpp's, greedy continuations, and teacher-forced top-1
+  from it): tokenization identical to llama.cpp's, greedy continuations, the confidence of a
+  greedy answer against llama-cpp-python's log-probabilities, and teacher-forced top-1
   agreement over >= 1000 positions per weight type.
 """
 import json
@@ -338,6 +339,35 @@ def test_smollm2_greedy_continuations(tmp_path, smollm2_variants, wtype):
             pytest.fail(f"{p!r}: first {same} tokens identical, then slmpack {ours[same:]} vs llama.cpp "
                         f"{ref[same:]} (llama.cpp's margin there: {margin})")
         print(f"\n{p!r}: all {same} tokens identical")
+
+
+# The confidence `slmpack run` reports (mean and minimum probability of the generated tokens,
+# what `--min-confidence` compares) against llama-cpp-python's own log-probabilities of the same
+# greedy completion (`logprobs`: its log-softmax of llama.cpp's logits, in float32 numpy). The
+# logits are the same bits, so only the two softmax implementations differ (ggml's vectorised expf
+# summed in f32 here): a confidence taken from the wrong position, the wrong token, or scaled
+# logits would be off by far more than the tolerance.
+@pytest.mark.parametrize("wtype", ["q4_1", "q8_0"])
+def test_smollm2_confidence_matches_llama_cpp_logprobs(smollm2_variants, wtype):
+    model = smollm2_variants(wtype)
+    llm = Llama(model_path=model, n_ctx=256, n_threads=2, logits_all=True, verbose=False)
+    n = 16
+    for p in PROMPTS[:3]:
+        r = json.loads(run("run", model, "-p", p, "-n", str(n), "--json").stdout)
+        assert r["stop"] == "length", r
+        prompt = llm.tokenize(p.encode(), add_bos=False, special=True)
+        llm.reset()
+        c = llm.create_completion(prompt, max_tokens=n, temperature=0.0, repeat_penalty=1.0,
+                                  logprobs=1)["choices"][0]
+        assert c["text"] == r["text"], (p, c["text"], r["text"])
+        probs = np.exp(np.array(c["logprobs"]["token_logprobs"], dtype=np.float64))
+        assert len(probs) == n == len(r["tokens"]), (p, len(probs), r["tokens"])
+        ours = r["confidence"]
+        print(f"\n{p!r}: mean {ours['mean']:.6f} vs {probs.mean():.6f}, "
+              f"min {ours['min']:.6f} vs {probs.min():.6f}")
+        assert abs(ours["mean"] - probs.mean()) < 1e-5, (p, ours, probs)
+        assert abs(ours["min"] - probs.min()) < 1e-5, (p, ours, probs)
+        assert 0.0 < probs.min() < 1.0
 
 
 # Teacher-forced top-1 agreement with llama.cpp (its defaults: F16 KV cache, no flash attention,
