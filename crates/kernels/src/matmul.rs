@@ -473,10 +473,20 @@ impl Tiles {
         if let Some(m) = rows {
             mr = m.min(MAX_TILE.0);
         }
+        Tiles::with((mr, nr), |m, n| {
+            crate::tile_kernel_ordered(isa, ty, m, n, tiled)
+        })
+    }
+
+    /// `shape` tiles from `pick(m, n)` (`None` if it has no kernel for one of them).
+    pub(crate) fn with(
+        (mr, nr): (usize, usize),
+        pick: impl Fn(usize, usize) -> Option<TileFn>,
+    ) -> Option<Tiles> {
         let mut fns = [[None; MAX_TILE.1]; MAX_TILE.0];
         for (m, row) in fns.iter_mut().enumerate().take(mr) {
             for (n, f) in row.iter_mut().enumerate().take(nr) {
-                *f = Some(crate::tile_kernel_ordered(isa, ty, m + 1, n + 1, tiled)?);
+                *f = Some(pick(m + 1, n + 1)?);
             }
         }
         Some(Tiles { mr, nr, fns })

@@ -1,5 +1,5 @@
 //! Weights repacked once at load time into 8-row interleaved groups, for the x86 sets (AVX2 and
-//! AVX-512; on VNNI the Q4_0 and Q5_0 kernels take `vpdpbusd`, the same sums).
+//! AVX-512; on VNNI the Q4_0, Q4_1, Q5_0 and Q5_1 kernels take `vpdpbusd`, the same sums).
 //!
 //! ggml-cpu repacks Q4_0 weights into 8-row groups on AVX2 (`block_q4_0x8`); this is the same
 //! idea with a layout of our own, made for one instruction sequence: in a group, block `l` of
@@ -17,7 +17,7 @@
 //! packed order in plain Rust, and the AVX2 kernel is tested to give its bits exactly.
 //!
 //! Types: Q4_0 (against Q8_0 activations) and Q4_K (against Q8_K), the two llama.cpp repacks
-//! on AVX2, and Q5_0 (against Q8_0; below). A Q4_0 group-block is the eight scales `d`, then the nibbles: eight times the bytes
+//! on AVX2, and Q4_1, Q5_0, Q5_1 (against Q8_1, Q8_0, Q8_1; below). A Q4_0 group-block is the eight scales `d`, then the nibbles: eight times the bytes
 //! of one block. Rows must come in whole groups of eight.
 //!
 //! Q4_K follows llama.cpp's `q4_K_8x8` kernels (`ggml-cpu/arch/x86/repack.cpp`) sum for sum. A
@@ -31,21 +31,24 @@
 //! the tokens left over (`gemv`, activations from `quantize_row_q8_K`); the mins' term is summed
 //! the same way apart and subtracted at the end. This layout does the same.
 //!
-//! Q5_0 is packed for speed only, and keeps llama.cpp's sums: llama.cpp does not repack it, and
-//! sums it per lane (ggml's one-row `vec_dot` for one token, tinyBLAS for batches, the same
-//! order), so its layout is built to give those bits, not the Q4_0 layout's per-row sums. A
-//! Q5_0 group-block holds one 32-element block of the eight rows: the eight `d`, 32 bytes of
-//! high bits (byte `j`, bit `r`: row `r`'s element `j`), then four pairs of rows, each 32 bytes
-//! with the first row's element `j` in the low nibble of byte `j` and the second's in the high
-//! nibble (176 bytes, as the eight ggml blocks). For one token each row's quants come back with
-//! two shifts and masks (ggml: a byte shuffle, compare and blend per row), against ggml's
-//! `vec_dot` order lane for lane (`hsum_float_8` at the end); a batch unpacks each group into
-//! eight Q8_0 rows of the same signed quants and runs the Q8_0 tiles, which sum as the Q5_0 ones.
-//! One-token products streamed from memory (the 52 MB of Q5_0 of SmolLM2's q4_k_m, one core):
-//! 5.8-8.6 ms unpacked (4-row tiles), 3.6-3.9 ms packed.
+//! Q4_1, Q5_0 and Q5_1 are packed for speed only, and keep llama.cpp's sums: llama.cpp does not
+//! repack them and sums them per lane (ggml's one-row `vec_dot`; tinyBLAS for Q5_0 batches, the
+//! same order), so their "lane-order" layout is built to give those bits, not the Q4_0 layout's
+//! per-row sums. A group-block holds one 32-element block of the eight rows: the eight `d`, for
+//! Q4_1/Q5_1 the eight `m`, for Q5_0/Q5_1 32 bytes of fifth bits (byte `j`, bit `r`: row `r`'s
+//! element `j`), then four pairs of rows, each 32 bytes with the first row's element `j` in the
+//! low nibble of byte `j` and the second's in the high nibble ([`lane_layout`]; the bytes of the
+//! eight ggml blocks). For one token each row's quants come back with a mask (for the fifth bit a
+//! shift and a mask more) instead of ggml's nibble spread and, for the fifth bit, byte shuffle,
+//! compare and blend; the eight rows' `d_w * d_y` (and `m_w * s_y`) are one multiply; each row
+//! keeps ggml's eight lanes and `hsum_float_8`. A batch unpacks each group into eight rows the tile
+//! kernels multiply as they multiply the original blocks (Q8_0 blocks of the same signed quants
+//! for Q5_0; `d`, `m` and the unsigned quants for Q4_1/Q5_1). One-token products streamed from
+//! memory, one core: the 52 MB of Q5_0 of SmolLM2's q4_k_m 5.8-8.6 ms unpacked (4-row tiles),
+//! 3.6-3.9 ms packed; SmolLM2 Q4_1 decode 69 -> 90 tokens/s.
 //!
-//! Not packed (llama.cpp does not repack them, and sums them per lane, as the one-row and tile
-//! kernels do): Q4_1, Q5_1 and Q8_0. A layout like Q4_0's gained 2-3x for Q4_1/Q5_1/Q5_0 but cost
+//! Not packed: Q8_0 (llama.cpp does not repack it either, and its one-row kernel streams near
+//! memory speed). A layout like Q4_0's (per-row sums) gained 2-3x for Q4_1/Q5_1/Q5_0 but cost
 //! bit-identical logits (SmolLM2 q4_k_m with Q5_0 packed that way: top-1 agreement with llama.cpp
 //! 0.935; a packed Q4_1 reference file fell to 0.962). A tied output matrix is not packed either
 //! (llama.cpp keeps `token_embd` as it is).
@@ -60,7 +63,7 @@ pub const GROUP: usize = 8;
 /// A weight matrix in the packed layout (owned: the copy made at load time).
 #[derive(Clone)]
 pub struct Packed {
-    /// The type the rows were packed from (Q4_0, Q4_K or Q5_0).
+    /// The type the rows were packed from (Q4_0, Q4_K, Q4_1, Q5_0 or Q5_1).
     pub ty: GgmlType,
     /// Number of rows (outputs), a multiple of [`GROUP`].
     pub rows: usize,
@@ -82,8 +85,8 @@ impl std::fmt::Debug for Packed {
 }
 
 impl Packed {
-    /// Bytes of the packed weights (the original encoding's for Q4_0 and Q5_0; for Q4_K 32 more
-    /// per super-block of eight rows, the unpacked scales and mins).
+    /// Bytes of the packed weights (the original encoding's, except for Q4_K: 32 more per
+    /// super-block of eight rows, the unpacked scales and mins).
     pub fn bytes(&self) -> usize {
         self.data.len()
     }
@@ -101,8 +104,10 @@ fn group_bytes(ty: GgmlType, cols: usize) -> usize {
     match ty {
         GgmlType::Q4_K => K_GB * (cols / 256),
         GgmlType::Q4_0 => 8 * 18 * (cols / 32),
-        GgmlType::Q5_0 => 8 * 22 * (cols / 32),
-        _ => 0,
+        _ => match lane_flags(ty) {
+            Some((min, high)) => lane_layout(min, high).2 * (cols / 32),
+            None => 0,
+        },
     }
 }
 
@@ -116,40 +121,65 @@ const K_QS: usize = K_MIN + 64;
 pub(crate) const K_GB: usize = K_QS + 1024;
 
 /// True if [`pack`] repacks `ty` weights of `rows` rows for `isa`: an x86 set (on a CPU that has
-/// it), Q4_0, Q4_K or Q5_0, rows in whole groups of eight.
+/// it), Q4_0, Q4_K, Q4_1, Q5_0 or Q5_1, rows in whole groups of eight.
 pub fn packs(isa: Isa, ty: GgmlType, rows: usize) -> bool {
     isa.is_x86()
         && isa.usable()
-        && matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K | GgmlType::Q5_0)
+        && (matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K) || lane_flags(ty).is_some())
         && rows > 0
         && rows.is_multiple_of(GROUP)
 }
 
-/// Offsets in a Q5_0 group-block (one 32-element block of eight rows, 176 bytes): the eight `d`
-/// (f16), then 32 bytes of high bits (byte `j`, bit `r`: row `r`'s element `j`), then four pairs of
-/// rows (pair `p`, byte `j`: row `2p`'s element `j` in the low nibble, row `2p + 1`'s in the high).
-pub(crate) const Q5_QH: usize = 16;
-pub(crate) const Q5_QS: usize = 48;
-/// Bytes of a Q5_0 group-block (eight ggml blocks of 22 bytes).
-pub(crate) const Q5_GB: usize = Q5_QS + 128;
+/// For the lane-order layout (Q4_1, Q5_0, Q5_1): whether the type has a per-block minimum `m`
+/// and whether it has a fifth bit per element; `None` for the other types.
+pub(crate) fn lane_flags(ty: GgmlType) -> Option<(bool, bool)> {
+    match ty {
+        GgmlType::Q5_0 => Some((false, true)),
+        GgmlType::Q4_1 => Some((true, false)),
+        GgmlType::Q5_1 => Some((true, true)),
+        _ => None,
+    }
+}
 
-/// Packs block `l` of eight Q5_0 rows (`block(r)`: row `r`'s 22 bytes, `d`, `qh`, `qs`) into one
-/// group-block `o`. In ggml's block, element `j` has its low four bits in `qs[j]`'s low nibble
-/// (`j < 16`) or `qs[j - 16]`'s high nibble, and its fifth bit in bit `j` of `qh`.
-fn pack_q5_0<'w>(o: &mut [u8], block: impl Fn(usize) -> &'w [u8]) {
+/// Offsets in a lane-order group-block (one 32-element block of eight rows): the eight `d`
+/// (f16), with `min` the eight `m` (f16) at 16, with `high` 32 bytes of fifth bits (byte `j`,
+/// bit `r`: row `r`'s element `j`), then four pairs of rows (pair `p`, byte `j`: row `2p`'s
+/// element `j` in the low nibble, row `2p + 1`'s in the high). Returns the offsets of the fifth
+/// bits and of the nibbles, and the group-block's bytes (eight ggml blocks': 160, 176, 192).
+pub(crate) const fn lane_layout(min: bool, high: bool) -> (usize, usize, usize) {
+    let qh = 16 + if min { 16 } else { 0 };
+    let qs = qh + if high { 32 } else { 0 };
+    (qh, qs, qs + 128)
+}
+
+/// Packs block `l` of eight Q4_1/Q5_0/Q5_1 rows (`block(r)`: row `r`'s ggml block: `d`, for
+/// Q4_1/Q5_1 `m`, for Q5_0/Q5_1 `qh`, then `qs`) into one lane-order group-block `o`. In ggml's
+/// blocks element `j` has its low four bits in `qs[j]`'s low nibble (`j < 16`) or `qs[j - 16]`'s
+/// high nibble, and its fifth bit in bit `j` of `qh`.
+fn pack_lanes<'w>(o: &mut [u8], (min, high): (bool, bool), block: impl Fn(usize) -> &'w [u8]) {
+    let (qh_at, qs_at, _) = lane_layout(min, high);
     o.fill(0);
     for r in 0..GROUP {
         let x = block(r);
         o[2 * r..2 * r + 2].copy_from_slice(&x[0..2]);
-        let qh = u32::from_le_bytes(x[2..6].try_into().expect("4 bytes"));
+        let mut at = 2;
+        if min {
+            o[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&x[2..4]);
+            at = 4;
+        }
+        let qh = if high {
+            at += 4;
+            u32::from_le_bytes(x[at - 4..at].try_into().expect("4 bytes"))
+        } else {
+            0
+        };
+        let qs = &x[at..at + 16];
         for j in 0..32 {
-            o[Q5_QH + j] |= (((qh >> j) & 1) as u8) << r;
-            let nib = if j < 16 {
-                x[6 + j] & 0xF
-            } else {
-                x[6 + j - 16] >> 4
-            };
-            o[Q5_QS + 32 * (r / 2) + j] |= nib << (4 * (r % 2));
+            if high {
+                o[qh_at + j] |= (((qh >> j) & 1) as u8) << r;
+            }
+            let nib = if j < 16 { qs[j] & 0xF } else { qs[j - 16] >> 4 };
+            o[qs_at + 32 * (r / 2) + j] |= nib << (4 * (r % 2));
         }
     }
 }
@@ -217,15 +247,17 @@ pub fn pack_for(isa: Isa, w: &Weights) -> Result<Option<Packed>, KernelError> {
         }));
     }
     let nb = w.cols / 32;
-    if w.ty == GgmlType::Q5_0 {
+    if let Some(flags) = lane_flags(w.ty) {
+        let gb = lane_layout(flags.0, flags.1).2;
+        let bs = w.ty.type_size();
         let mut data = vec![0u8; w.data.len()];
-        data.par_chunks_mut(Q5_GB * nb)
+        data.par_chunks_mut(gb * nb)
             .enumerate()
             .for_each(|(g, out)| {
                 for l in 0..nb {
-                    pack_q5_0(&mut out[l * Q5_GB..(l + 1) * Q5_GB], |r| {
-                        let at = (g * GROUP + r) * rb + l * 22;
-                        &w.data[at..at + 22]
+                    pack_lanes(&mut out[l * gb..(l + 1) * gb], flags, |r| {
+                        let at = (g * GROUP + r) * rb + l * bs;
+                        &w.data[at..at + bs]
                     });
                 }
             });
@@ -284,6 +316,8 @@ struct Acts {
     nb: usize,
     /// Elements of `corr` per token.
     ldc: usize,
+    /// Elements of `d` per token (`nb`; `2 nb` for Q8_1: the scales, then the sums `s`).
+    ldd: usize,
 }
 
 /// Tokens of an `n_tokens` product that llama.cpp's repacked Q4_K multiplies four at a time
@@ -365,6 +399,7 @@ fn prepare_k(isa: Isa, cols: usize, xs: &[f32], n_tokens: usize, mut a: Acts) ->
     a.lda = lda;
     a.nb = nb;
     a.ldc = 4 * nb;
+    a.ldd = nb;
     let fours = in_fours(n_tokens);
     type Token<'t> = (
         usize,
@@ -402,21 +437,27 @@ fn prepare(isa: Isa, ty: GgmlType, cols: usize, xs: &[f32], n_tokens: usize, mut
         return prepare_k(isa, cols, xs, n_tokens, a);
     }
     let nb = cols / 32;
-    let lda = row_bytes(GgmlType::Q8_0, cols);
+    // Q8_1 (scale and sum per block) for the types with a minimum, else Q8_0
+    let at = crate::act_type(ty).expect("a packed type");
+    let lda = row_bytes(at, cols);
+    let ldd = crate::act_scales_len(at, cols);
     a.q.resize(lda * n_tokens, 0);
-    a.d.resize(nb * n_tokens, 0.0);
+    a.d.resize(ldd * n_tokens, 0.0);
     a.corr.resize(nb * n_tokens, 0);
     a.lda = lda;
     a.nb = nb;
     a.ldc = nb;
+    a.ldd = ldd;
     type Token<'t> = ((&'t mut [u8], &'t [f32]), (&'t mut [f32], &'t mut [i32]));
     let prep = |((q, x), (d, c)): Token| {
-        crate::quantize_act_isa(isa, GgmlType::Q8_0, x, q);
-        for l in 0..nb {
-            let b = &q[l * 34..(l + 1) * 34];
-            d[l] = half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
-            if ty == GgmlType::Q4_0 {
-                c[l] = 8 * b[2..].iter().map(|&v| v as i8 as i32).sum::<i32>();
+        crate::quantize_act_isa(isa, at, x, q);
+        crate::act_scales(at, cols, q, d);
+        if ty == GgmlType::Q4_0 {
+            for l in 0..nb {
+                c[l] = 8 * q[l * 34 + 2..(l + 1) * 34]
+                    .iter()
+                    .map(|&v| v as i8 as i32)
+                    .sum::<i32>();
             }
         }
     };
@@ -425,7 +466,7 @@ fn prepare(isa: Isa, ty: GgmlType, cols: usize, xs: &[f32], n_tokens: usize, mut
     } else {
         crate::pool::for_each_row3(
             (&mut a.q, lda),
-            (&mut a.d, nb),
+            (&mut a.d, ldd),
             (&mut a.corr, nb),
             4,
             |t, q, d, c| prep(((q, &xs[t * cols..(t + 1) * cols]), (d, c))),
@@ -476,8 +517,8 @@ fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
     };
     let out = SharedMut(ys.as_mut_ptr());
     let rows = p.rows;
-    if p.ty == GgmlType::Q5_0 && n_tokens > 1 {
-        return q5_0_batch(p, a, n_tokens, per, out);
+    if n_tokens > 1 && lane_flags(p.ty).is_some() {
+        return lanes_batch(p, a, n_tokens, per, out);
     }
     let task = |c: usize| {
         for g in c * per..((c + 1) * per).min(groups) {
@@ -489,10 +530,10 @@ fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
                     w: p.data[g * gbytes..(g + 1) * gbytes].as_ptr(),
                     a: a.q[t * a.lda..].as_ptr(),
                     lda: a.lda,
-                    d: a.d[t * a.nb..].as_ptr(),
+                    d: a.d[t * a.ldd..].as_ptr(),
                     corr: a.corr[t * a.ldc..].as_ptr(),
                     ldc: a.ldc,
-                    ldd: a.nb,
+                    ldd: a.ldd,
                     out: out.at(t * rows + g * GROUP),
                     ldo: rows,
                 };
@@ -520,28 +561,50 @@ thread_local! {
     static UNPACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A batch against packed Q5_0 weights: each group is unpacked into eight Q8_0 rows (the same
-/// signed quants and scales, [`crate::x86::packed::unpack_q5_0_to_q8_0`]) in a per-thread buffer
-/// and multiplied with the Q8_0 tile kernels, which sum as the Q5_0 tiles do (tinyBLAS's order,
-/// the one llama.cpp uses for Q5_0 batches): the bits of the unpacked matrix.
+/// A batch against lane-order packed weights (Q4_1, Q5_0, Q5_1): each group is unpacked into
+/// eight rows of blocks the tile kernels multiply as ggml multiplies the original ones
+/// ([`crate::x86::packed::unpack`]: Q8_0 blocks of the same signed quants for Q5_0, run with the
+/// Q8_0 tiles; 36-byte blocks of `d`, `m` and unsigned quants for Q4_1/Q5_1, run with the Q4_1
+/// tiles' arithmetic) in a per-thread buffer: the bits of the unpacked matrix (tinyBLAS's order
+/// for Q5_0 batches, ggml's `vec_dot` for Q4_1/Q5_1, the orders llama.cpp uses).
 #[cfg(target_arch = "x86_64")]
-fn q5_0_batch(p: &Packed, a: &Acts, n_tokens: usize, per: usize, out: crate::pool::SharedMut<f32>) {
-    let tiles = crate::matmul::Tiles::new(p.isa, GgmlType::Q8_0, false, None)
-        .expect("the x86 sets have Q8_0 tiles");
+fn lanes_batch(
+    p: &Packed,
+    a: &Acts,
+    n_tokens: usize,
+    per: usize,
+    out: crate::pool::SharedMut<f32>,
+) {
+    let (min, _) = lane_flags(p.ty).expect("a lane-order type");
+    let isa = p.isa;
+    let (tiles, size) = if min {
+        let shape = crate::tile_shape(isa, GgmlType::Q4_1).expect("the x86 sets have tiles");
+        let tiles = crate::matmul::Tiles::with(shape, |m, n| {
+            crate::x86::tile::tile_kernel_q1_bytes(isa, m, n)
+        });
+        (tiles, 36)
+    } else {
+        (
+            crate::matmul::Tiles::new(isa, GgmlType::Q8_0, false, None),
+            34,
+        )
+    };
+    let tiles = tiles.expect("the x86 sets have tiles");
     let (groups, gbytes, rows) = (p.rows / GROUP, p.group_bytes(), p.rows);
-    let rb = row_bytes(GgmlType::Q8_0, p.cols);
+    let rb = size * a.nb;
     let task = |c: usize| {
         let mut buf = UNPACKED.with(|u| std::mem::take(&mut *u.borrow_mut()));
         if buf.len() < GROUP * rb {
             buf.resize(GROUP * rb, 0);
         }
         for g in c * per..((c + 1) * per).min(groups) {
-            // SAFETY: group g has `gbytes` bytes and `buf` eight Q8_0 rows; the outputs
-            // t * rows + 8 g .. + 8 belong to this task only; the CPU runs `p.isa` (asserted by
-            // `gemm_packed`); every token has its Q8_0 row and f32 scales in `a`.
+            // SAFETY: group g has `gbytes` bytes and `buf` room for eight unpacked rows; the
+            // outputs t * rows + 8 g .. + 8 belong to this task only; the CPU runs `p.isa`
+            // (asserted by `gemm_packed`); every token has its activation row and scales in `a`.
             unsafe {
-                crate::x86::packed::unpack_q5_0_to_q8_0(
-                    p.isa,
+                crate::x86::packed::unpack(
+                    isa,
+                    p.ty,
                     a.nb,
                     p.data[g * gbytes..(g + 1) * gbytes].as_ptr(),
                     buf.as_mut_ptr(),
@@ -551,7 +614,7 @@ fn q5_0_batch(p: &Packed, a: &Acts, n_tokens: usize, per: usize, out: crate::poo
                     buf.as_ptr(),
                     rb,
                     GROUP,
-                    (&a.q, a.lda, &a.d, a.nb),
+                    (&a.q, a.lda, &a.d, a.ldd),
                     n_tokens,
                     out.at(g * GROUP),
                     rows,
@@ -577,8 +640,8 @@ pub fn gemm_packed_reference(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut 
     if w.ty == GgmlType::Q4_K {
         return reference_q4_k(w, xs, n_tokens, ys);
     }
-    if w.ty == GgmlType::Q5_0 {
-        return reference_q5_0(w, xs, n_tokens, ys);
+    if lane_flags(w.ty).is_some() {
+        return reference_lanes(w, xs, n_tokens, ys);
     }
     assert_eq!(w.ty, GgmlType::Q4_0, "a packable type");
     assert_eq!(xs.len(), n_tokens * w.cols);
@@ -606,39 +669,56 @@ pub fn gemm_packed_reference(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut 
     }
 }
 
-/// [`gemm_packed_reference`] for Q5_0: ggml's one-row AVX2 order (`ggml_vec_dot_q5_0_q8_0`),
+/// [`gemm_packed_reference`] for Q4_1, Q5_0 and Q5_1: ggml's one-row AVX2 order (`vec_dot`),
 /// which tinyBLAS's Q5_0 batches share: per block the integer sums of elements `4i..4i+3` in lane
-/// `i`, `lane = fma(d_w * d_y, sum as f32, lane)`, then the lanes reduced as `hsum_float_8` does,
-/// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`.
-fn reference_q5_0(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
+/// `i`, `lane = fma(d_w * d_y, sum as f32, lane)`, with a minimum `summs = summs + m_w * s_y`
+/// (rounded product, then the sum), then the lanes reduced as `hsum_float_8` does,
+/// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`, plus `summs`.
+fn reference_lanes(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
     assert_eq!(xs.len(), n_tokens * w.cols);
     assert_eq!(ys.len(), n_tokens * w.rows);
+    let (min, high) = lane_flags(w.ty).expect("a lane-order type");
     let a = prepare(Isa::Scalar, w.ty, w.cols, xs, n_tokens, Acts::default());
-    let rb = w.row_bytes();
+    let (rb, bs) = (w.row_bytes(), w.ty.type_size());
+    let (ab, aq) = if min { (36, 4) } else { (34, 2) };
+    let h =
+        |b: &[u8], i: usize| half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32();
     for t in 0..n_tokens {
         for r in 0..w.rows {
             let mut lanes = [0f32; 8];
+            let mut summs = 0f32;
             for l in 0..a.nb {
-                let b = &w.data[r * rb + l * 22..r * rb + (l + 1) * 22];
-                let y = &a.q[t * a.lda + l * 34 + 2..t * a.lda + (l + 1) * 34];
-                let qh = u32::from_le_bytes(b[2..6].try_into().expect("4 bytes"));
-                let q = |j: usize| {
-                    let nib = if j < 16 {
-                        b[6 + j] & 0xF
-                    } else {
-                        b[6 + j - 16] >> 4
-                    };
-                    (nib | (((qh >> j) & 1) as u8) << 4) as i32 - 16
+                let b = &w.data[r * rb + l * bs..r * rb + (l + 1) * bs];
+                let y = &a.q[t * a.lda + l * ab + aq..t * a.lda + (l + 1) * ab];
+                let qs_at = bs - 16;
+                let qh = if high {
+                    u32::from_le_bytes(b[qs_at - 4..qs_at].try_into().expect("4 bytes"))
+                } else {
+                    0
                 };
-                let d = half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
-                    * a.d[t * a.nb + l];
+                let q = |j: usize| {
+                    let qs = &b[qs_at..];
+                    let nib = if j < 16 { qs[j] & 0xF } else { qs[j - 16] >> 4 };
+                    let v = (nib | (((qh >> j) & 1) as u8) << 4) as i32;
+                    if min {
+                        v
+                    } else {
+                        v - 16
+                    }
+                };
+                let dy = a.d[t * a.ldd + l];
+                let d = h(b, 0) * dy;
                 for (i, lane) in lanes.iter_mut().enumerate() {
                     let sum: i32 = (4 * i..4 * i + 4).map(|j| q(j) * y[j] as i8 as i32).sum();
                     *lane = d.mul_add(sum as f32, *lane);
                 }
+                if min {
+                    summs += h(b, 2) * a.d[t * a.ldd + a.nb + l];
+                }
             }
             let l = lanes;
-            ys[t * w.rows + r] = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+            let hsum = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+            ys[t * w.rows + r] = if min { hsum + summs } else { hsum };
         }
     }
 }

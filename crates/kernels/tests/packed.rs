@@ -1,6 +1,6 @@
 //! The 8-row packed layout: the AVX2 kernel gives exactly the bits of the plain-Rust reference
-//! of its summation order, and agrees with the one-row scalar kernels to rounding; packed Q5_0
-//! gives the bits of the unpacked kernels as well.
+//! of its summation order, and agrees with the one-row scalar kernels to rounding; packed Q4_1,
+//! Q5_0 and Q5_1 give the bits of the unpacked kernels as well.
 
 use slmpack_kernels::packed::{gemm_packed, gemm_packed_reference, pack_for, packs};
 use slmpack_kernels::{gemm_isa, row_bytes, GgmlType, Isa, Weights};
@@ -17,7 +17,13 @@ fn packed_kernels_match_their_reference_bit_for_bit_and_the_scalar_kernels_close
         assert!(pack_for(Isa::Scalar, &w).unwrap().is_none());
         return;
     }
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_0] {
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+    ] {
         for (rows, cols) in [
             (8usize, 32usize),
             (16, 64),
@@ -73,9 +79,9 @@ fn check_packed(isa: Isa, ty: GgmlType, w: &Weights, wq: &[u8]) {
         gemm_isa(Isa::Scalar, w, &xs, n_tokens, &mut one_row);
         gemm_isa(isa, w, &xs, n_tokens, &mut unpacked);
         for i in 0..got.len() {
-            if ty == GgmlType::Q5_0 {
-                // Q5_0 is packed for speed only: the bits of the unpacked kernels, which sum as
-                // llama.cpp does (ggml's `vec_dot` for one token, tinyBLAS for batches)
+            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1) {
+                // these are packed for speed only: the bits of the unpacked kernels, which sum
+                // as llama.cpp does (ggml's `vec_dot`; tinyBLAS for Q5_0 batches)
                 assert_eq!(
                     got[i].to_bits(),
                     unpacked[i].to_bits(),
@@ -107,16 +113,16 @@ fn only_whole_groups_of_supported_types_are_packed() {
     for isa in [Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni] {
         assert_eq!(packs(isa, GgmlType::Q4_0, 576), isa.usable());
         assert_eq!(packs(isa, GgmlType::Q4_K, 576), isa.usable());
-        // Q5_0's layout keeps ggml's per-lane order (the bits of the unpacked kernels)
-        assert_eq!(packs(isa, GgmlType::Q5_0, 576), isa.usable());
+        // the lane-order layout keeps ggml's per-lane sums (the bits of the unpacked kernels)
+        for ty in [GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1] {
+            assert_eq!(packs(isa, ty, 576), isa.usable());
+        }
     }
     assert!(!packs(Isa::Avx2, GgmlType::Q4_0, 12));
     assert!(!packs(Isa::Avx2, GgmlType::Q8_0, 576));
     assert!(!packs(Isa::Avx2, GgmlType::Q5_0, 20));
     assert!(!packs(Isa::Avx2, GgmlType::Q6_K, 576));
-    // Q4_1 keeps ggml's order (SmolLM2's reference file stays bit-identical to llama.cpp)
-    assert!(!packs(Isa::Avx2, GgmlType::Q4_1, 576));
-    assert!(!packs(Isa::Avx2, GgmlType::Q5_1, 16));
+    assert!(!packs(Isa::Avx2, GgmlType::Q5_1, 20));
     assert!(!packs(Isa::Scalar, GgmlType::Q4_0, 576));
     assert!(!packs(Isa::Neon, GgmlType::Q4_0, 576));
     // a weight of the wrong size is an error, not a panic

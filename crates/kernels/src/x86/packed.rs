@@ -7,7 +7,6 @@
 use std::arch::x86_64::*;
 
 use super::{entry_points, hsum_float_8, mul_sum_us8_pairs, Level};
-use crate::packed::{Q5_GB, Q5_QH, Q5_QS};
 use crate::{GgmlType, Isa};
 
 /// What one call multiplies: a packed group of eight rows against up to four tokens.
@@ -179,19 +178,22 @@ unsafe fn group_q4_k<L: Level, const N: usize, const ONCE: bool>(p: Panel) {
     }
 }
 
-/// Row `R`'s 32 quants of a Q5_0 group-block ([`crate::packed`]'s Q5_0 layout) as unsigned
-/// 5-bit values `nibble | high << 4` (the stored value plus 16): `qs` is the byte pair holding
-/// rows `R & !1` (low nibbles) and `R | 1` (high nibbles), `qh` the 32 bytes whose bit `R` is
-/// each element's high bit. A 16-bit shift moves bit `R` of every byte to bit 4 of the same byte
-/// (the shift is at most 4, so no bit that reaches bit 4 crosses a byte).
+/// Row `R`'s 32 quants of a lane-order group-block ([`crate::packed`]'s Q4_1/Q5_0/Q5_1 layout) as
+/// unsigned values: the nibble, with `HIGH` the fifth bit above it. `qs` is the byte pair holding
+/// rows `R & !1` (low nibbles) and `R | 1` (high nibbles), `qh` the 32 bytes whose bit `R` is each
+/// element's fifth bit. A 16-bit shift moves bit `R` of every byte to bit 4 of the same byte (the
+/// shift is at most 4, so no bit that reaches bit 4 crosses a byte).
 #[inline(always)]
-unsafe fn q5_0_row<const R: usize>(qs: __m256i, qh: __m256i) -> __m256i {
+unsafe fn lane_row<const R: usize, const HIGH: bool>(qs: __m256i, qh: __m256i) -> __m256i {
     let m4 = _mm256_set1_epi8(0x0F);
     let nib = if R.is_multiple_of(2) {
         _mm256_and_si256(qs, m4)
     } else {
         _mm256_and_si256(_mm256_srli_epi16::<4>(qs), m4)
     };
+    if !HIGH {
+        return nib;
+    }
     let hb = match R {
         0 => _mm256_slli_epi16::<4>(qh),
         1 => _mm256_slli_epi16::<3>(qh),
@@ -205,12 +207,12 @@ unsafe fn q5_0_row<const R: usize>(qs: __m256i, qh: __m256i) -> __m256i {
     _mm256_or_si256(nib, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)))
 }
 
-/// One step of [`group_q5_0`]: row `R` (of pair `qs`) against activation `y`, as ggml's
-/// `ggml_vec_dot_q5_0_q8_0` adds one block: the signed quants' products summed in fours (here
-/// the unsigned quants' less `16 * sum(y)`, the same integers), times `d_w * d_y` into the
+/// One step of [`group_lanes`]: row `R` (of pair `qs`) against activation `y`, as ggml's
+/// `vec_dot` adds one block: the quants' products summed in fours (for Q5_0 the unsigned quants'
+/// less `16 * sum(y)`, `off`: the same integers as the signed ones'), times `d_w * d_y` into the
 /// row's eight lanes.
 #[inline(always)]
-unsafe fn q5_0_step<L: Level, const R: usize>(
+unsafe fn lane_step<L: Level, const R: usize, const MIN: bool, const HIGH: bool>(
     qs: __m256i,
     qh: __m256i,
     y: __m256i,
@@ -218,95 +220,143 @@ unsafe fn q5_0_step<L: Level, const R: usize>(
     d: &[f32; 8],
     acc: &mut [__m256; 8],
 ) {
-    let q = q5_0_row::<R>(qs, qh);
-    let sum = _mm256_sub_epi32(mul_sum_us8_pairs::<L>(q, y), off);
+    let q = lane_row::<R, HIGH>(qs, qh);
+    let mut sum = mul_sum_us8_pairs::<L>(q, y);
+    if !MIN {
+        sum = _mm256_sub_epi32(sum, off);
+    }
     acc[R] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[R]), _mm256_cvtepi32_ps(sum), acc[R]);
 }
 
-/// One token against one packed group of eight Q5_0 rows, each row summed exactly as ggml's
-/// one-row `ggml_vec_dot_q5_0_q8_0` (AVX2) sums it: per block the integer sums of four products
-/// in eight lanes, `acc = fma(d_w * d_y, sums, acc)`, and at the end `hsum_float_8(acc)`. The
-/// layout only saves work: the 5-bit quants are rebuilt with two shifts and masks instead of
-/// ggml's byte shuffle and compare, one load of nibbles serves two rows, one of high bits
-/// eight, and the eight `d_w * d_y` are one vector multiply.
+/// Calls `step(R, qs)` for the eight rows of a lane-order group-block at `b` (nibble pairs at
+/// `qs_at`), each pair's 32 bytes loaded once.
+macro_rules! each_row {
+    ($b:expr, $qs_at:expr, |$r:tt, $qs:ident| $step:expr) => {{
+        let $qs = _mm256_loadu_si256($b.add($qs_at).cast());
+        each_row!(@ 0, 1, $qs, $r, $step);
+        let $qs = _mm256_loadu_si256($b.add($qs_at + 32).cast());
+        each_row!(@ 2, 3, $qs, $r, $step);
+        let $qs = _mm256_loadu_si256($b.add($qs_at + 64).cast());
+        each_row!(@ 4, 5, $qs, $r, $step);
+        let $qs = _mm256_loadu_si256($b.add($qs_at + 96).cast());
+        each_row!(@ 6, 7, $qs, $r, $step);
+    }};
+    (@ $r0:literal, $r1:literal, $qs:ident, $r:tt, $step:expr) => {{
+        {
+            const $r: usize = $r0;
+            $step;
+        }
+        {
+            const $r: usize = $r1;
+            $step;
+        }
+    }};
+}
+
+/// One token against one lane-order group of eight rows (Q5_0: `MIN` false, `HIGH` true; Q4_1:
+/// `MIN`; Q5_1: both), each row summed exactly as ggml's one-row AVX2 `vec_dot` (`q5_0_q8_0`,
+/// `q4_1_q8_1`, `q5_1_q8_1`) sums it: per block the integer sums of four products in eight
+/// lanes, `acc = fma(d_w * d_y, sums, acc)`, for `MIN` `summs += m_w * s_y`, and at the end
+/// `hsum_float_8(acc) + summs`. The layout only saves work: the quants come back with a mask (and
+/// for the fifth bit a shift and a mask) instead of ggml's nibble spread and byte shuffle and
+/// compare per row, one load of nibbles serves two rows, one of fifth bits eight, and the eight
+/// `d_w * d_y` (and `m_w * s_y`) are one vector multiply.
 ///
 /// # Safety
-/// As [`group`], one token; `d` holds the token's block scales.
+/// As [`group`], one token; `d` holds the token's block scales (and for `MIN` their sums after
+/// them, `d + nb`, as [`crate::act_scales`] writes Q8_1's).
 #[inline(always)]
-unsafe fn group_q5_0<L: Level>(p: Panel) {
+unsafe fn group_lanes<L: Level, const MIN: bool, const HIGH: bool>(p: Panel) {
+    let (qh_at, qs_at, gb) = crate::packed::lane_layout(MIN, HIGH);
+    // Q8_1 activations (36-byte blocks, quants at 4) with the mins, else Q8_0 (34, at 2)
+    let (ab, aq) = if MIN { (36, 4) } else { (34, 2) };
     let sixteen = _mm256_set1_epi8(16);
     let mut acc = [_mm256_setzero_ps(); 8];
+    let mut summs = _mm256_setzero_ps();
     for l in 0..p.nb {
-        let b = p.w.add(l * Q5_GB);
-        let y = _mm256_loadu_si256(p.a.add(l * 34 + 2).cast());
-        let off = mul_sum_us8_pairs::<L>(sixteen, y);
+        let b = p.w.add(l * gb);
+        let y = _mm256_loadu_si256(p.a.add(l * ab + aq).cast());
+        let off = if MIN {
+            _mm256_setzero_si256()
+        } else {
+            mul_sum_us8_pairs::<L>(sixteen, y)
+        };
         let mut d = [0f32; 8];
         let dd = _mm256_mul_ps(
             _mm256_cvtph_ps(_mm_loadu_si128(b.cast())),
             _mm256_set1_ps(*p.d.add(l)),
         );
         _mm256_storeu_ps(d.as_mut_ptr(), dd);
-        let qh = _mm256_loadu_si256(b.add(Q5_QH).cast());
-        let qs = _mm256_loadu_si256(b.add(Q5_QS).cast());
-        q5_0_step::<L, 0>(qs, qh, y, off, &d, &mut acc);
-        q5_0_step::<L, 1>(qs, qh, y, off, &d, &mut acc);
-        let qs = _mm256_loadu_si256(b.add(Q5_QS + 32).cast());
-        q5_0_step::<L, 2>(qs, qh, y, off, &d, &mut acc);
-        q5_0_step::<L, 3>(qs, qh, y, off, &d, &mut acc);
-        let qs = _mm256_loadu_si256(b.add(Q5_QS + 64).cast());
-        q5_0_step::<L, 4>(qs, qh, y, off, &d, &mut acc);
-        q5_0_step::<L, 5>(qs, qh, y, off, &d, &mut acc);
-        let qs = _mm256_loadu_si256(b.add(Q5_QS + 96).cast());
-        q5_0_step::<L, 6>(qs, qh, y, off, &d, &mut acc);
-        q5_0_step::<L, 7>(qs, qh, y, off, &d, &mut acc);
+        if MIN {
+            let ms = _mm256_mul_ps(
+                _mm256_cvtph_ps(_mm_loadu_si128(b.add(16).cast())),
+                _mm256_set1_ps(*p.d.add(p.nb + l)),
+            );
+            summs = _mm256_add_ps(summs, ms);
+        }
+        let qh = if HIGH {
+            _mm256_loadu_si256(b.add(qh_at).cast())
+        } else {
+            _mm256_setzero_si256()
+        };
+        each_row!(b, qs_at, |R, qs| lane_step::<L, R, MIN, HIGH>(
+            qs, qh, y, off, &d, &mut acc
+        ));
     }
-    for (r, a) in acc.iter().enumerate() {
-        *p.out.add(r) = hsum_float_8(*a);
+    let mut m = [0f32; 8];
+    _mm256_storeu_ps(m.as_mut_ptr(), summs);
+    for r in 0..8 {
+        let h = hsum_float_8(acc[r]);
+        *p.out.add(r) = if MIN { h + m[r] } else { h };
     }
 }
 
-/// Unpacks `nb` Q5_0 group-blocks at `w` into eight Q8_0 rows at `out` (row `r` at
-/// `out + r * 34 * nb`): each block's `d` and its 32 quants as signed bytes (-16..15). The tile
-/// kernels multiply those as ggml multiplies the Q5_0 blocks (the same signed quants, scales and
-/// order), so a batch gets the bits of the unpacked matrix.
+/// Unpacks `nb` lane-order group-blocks at `w` into eight rows at `out` of 32-element blocks the
+/// tile kernels multiply as ggml multiplies the original ones (the same quants, scales and
+/// order), so a batch gets the bits of the unpacked matrix: for Q5_0 (`!MIN`) Q8_0 blocks (`d`,
+/// the quants as signed bytes -16..15; 34 bytes), else `d`, `m` and the 32 unsigned quants (36
+/// bytes, [`crate::x86::tile`]'s expanded Q4_1/Q5_1 block). Row `r` at `out + r * nb * size`.
 ///
 /// # Safety
-/// `w` holds `nb` group-blocks, `out` `8 * 34 * nb` writable bytes; the CPU runs level `L`.
+/// `w` holds `nb` group-blocks, `out` `8 * nb * size` writable bytes; the CPU runs level `L`.
 #[inline(always)]
-unsafe fn unpack_q5_0<L: Level>(nb: usize, w: *const u8, out: *mut u8) {
+unsafe fn unpack_lanes<L: Level, const MIN: bool, const HIGH: bool>(
+    nb: usize,
+    w: *const u8,
+    out: *mut u8,
+) {
+    let (qh_at, qs_at, gb) = crate::packed::lane_layout(MIN, HIGH);
+    let (size, head) = if MIN { (36, 4) } else { (34, 2) };
     let sixteen = _mm256_set1_epi8(16);
-    let rb = 34 * nb;
+    let rb = size * nb;
     for l in 0..nb {
-        let b = w.add(l * Q5_GB);
-        let qh = _mm256_loadu_si256(b.add(Q5_QH).cast());
-        let put = |r: usize, q: __m256i| {
-            let o = out.add(r * rb + l * 34);
-            std::ptr::copy_nonoverlapping(b.add(2 * r), o, 2);
-            _mm256_storeu_si256(o.add(2).cast(), _mm256_sub_epi8(q, sixteen));
+        let b = w.add(l * gb);
+        let qh = if HIGH {
+            _mm256_loadu_si256(b.add(qh_at).cast())
+        } else {
+            _mm256_setzero_si256()
         };
-        let qs = _mm256_loadu_si256(b.add(Q5_QS).cast());
-        put(0, q5_0_row::<0>(qs, qh));
-        put(1, q5_0_row::<1>(qs, qh));
-        let qs = _mm256_loadu_si256(b.add(Q5_QS + 32).cast());
-        put(2, q5_0_row::<2>(qs, qh));
-        put(3, q5_0_row::<3>(qs, qh));
-        let qs = _mm256_loadu_si256(b.add(Q5_QS + 64).cast());
-        put(4, q5_0_row::<4>(qs, qh));
-        put(5, q5_0_row::<5>(qs, qh));
-        let qs = _mm256_loadu_si256(b.add(Q5_QS + 96).cast());
-        put(6, q5_0_row::<6>(qs, qh));
-        put(7, q5_0_row::<7>(qs, qh));
+        let put = |r: usize, q: __m256i| {
+            let o = out.add(r * rb + l * size);
+            std::ptr::copy_nonoverlapping(b.add(2 * r), o, 2);
+            if MIN {
+                std::ptr::copy_nonoverlapping(b.add(16 + 2 * r), o.add(2), 2);
+            }
+            let q = if MIN { q } else { _mm256_sub_epi8(q, sixteen) };
+            _mm256_storeu_si256(o.add(head).cast(), q);
+        };
+        each_row!(b, qs_at, |R, qs| put(R, lane_row::<R, HIGH>(qs, qh)));
     }
 }
 
 /// The unpacking entry points (a module of their own: [`entry_points`] names its functions).
 mod unpacking {
-    use super::{entry_points, unpack_q5_0, Level};
+    use super::{entry_points, unpack_lanes, Level};
 
     /// An unpacking body, compiled per level by [`unpack_for`].
     trait Unpack {
         /// # Safety
-        /// As [`unpack_q5_0`], on a CPU that runs level `L`.
+        /// As [`unpack_lanes`], on a CPU that runs level `L`.
         unsafe fn run<L: Level>(nb: usize, w: *const u8, out: *mut u8);
     }
 
@@ -317,26 +367,36 @@ mod unpacking {
         fn(nb: usize, w: *const u8, out: *mut u8)
     );
 
-    struct U5_0;
-    impl Unpack for U5_0 {
+    struct U<const MIN: bool, const HIGH: bool>;
+    impl<const MIN: bool, const HIGH: bool> Unpack for U<MIN, HIGH> {
         #[inline(always)]
         unsafe fn run<L: Level>(nb: usize, w: *const u8, out: *mut u8) {
-            unpack_q5_0::<L>(nb, w, out)
+            unpack_lanes::<L, MIN, HIGH>(nb, w, out)
         }
     }
 
-    /// [`unpack_q5_0`]'s entry point for `isa`.
-    pub(super) fn q5_0(isa: crate::Isa) -> unsafe fn(usize, *const u8, *mut u8) {
-        unpack_for::<U5_0>(isa)
+    /// [`unpack_lanes`]'s entry point for `isa` and the layout's flags.
+    pub(super) fn pick(
+        isa: crate::Isa,
+        min: bool,
+        high: bool,
+    ) -> unsafe fn(usize, *const u8, *mut u8) {
+        match (min, high) {
+            (false, _) => unpack_for::<U<false, true>>(isa),
+            (true, false) => unpack_for::<U<true, false>>(isa),
+            (true, true) => unpack_for::<U<true, true>>(isa),
+        }
     }
 }
 
-/// [`unpack_q5_0`] compiled for `isa` (one of the x86 sets).
+/// [`unpack_lanes`] for packed `ty` weights (Q4_1, Q5_0 or Q5_1), compiled for `isa` (one of the
+/// x86 sets).
 ///
 /// # Safety
-/// As [`unpack_q5_0`]; the CPU runs `isa`.
-pub unsafe fn unpack_q5_0_to_q8_0(isa: Isa, nb: usize, w: *const u8, out: *mut u8) {
-    unpacking::q5_0(isa)(nb, w, out)
+/// As [`unpack_lanes`]; the CPU runs `isa`.
+pub unsafe fn unpack(isa: Isa, ty: GgmlType, nb: usize, w: *const u8, out: *mut u8) {
+    let (min, high) = crate::packed::lane_flags(ty).expect("a lane-order packed type");
+    unpacking::pick(isa, min, high)(nb, w, out)
 }
 
 /// A packed-group body, compiled per level by [`group_for`].
@@ -357,12 +417,12 @@ impl<const N: usize> Group for G4_0<N> {
     }
 }
 
-/// [`group_q5_0`] (one token) as a [`Group`].
-struct G5_0;
-impl Group for G5_0 {
+/// [`group_lanes`] (one token) as a [`Group`].
+struct GLanes<const MIN: bool, const HIGH: bool>;
+impl<const MIN: bool, const HIGH: bool> Group for GLanes<MIN, HIGH> {
     #[inline(always)]
     unsafe fn run<L: Level>(p: Panel) {
-        group_q5_0::<L>(p)
+        group_lanes::<L, MIN, HIGH>(p)
     }
 }
 
@@ -376,8 +436,8 @@ impl<const N: usize, const ONCE: bool> Group for G4K<N, ONCE> {
 }
 
 /// [`group`] for Q4_0, [`group_q4_k`] for Q4_K (summed as llama.cpp's `gemv` if `once`), `n`
-/// tokens (1 to 4), or [`group_q5_0`] for Q5_0 (one token), compiled for `isa` (one of the x86
-/// sets).
+/// tokens (1 to 4), or [`group_lanes`] for Q4_1, Q5_0 and Q5_1 (one token), compiled for `isa`
+/// (one of the x86 sets).
 ///
 /// # Safety
 /// As [`group`]; the CPU runs `isa`.
@@ -387,13 +447,15 @@ pub unsafe fn gemm(isa: Isa, ty: GgmlType, n: usize, once: bool, p: Panel) {
         (GgmlType::Q4_0, 2, _) => group_for::<G4_0<2>>(isa),
         (GgmlType::Q4_0, 3, _) => group_for::<G4_0<3>>(isa),
         (GgmlType::Q4_0, 4, _) => group_for::<G4_0<4>>(isa),
-        (GgmlType::Q5_0, 1, _) => group_for::<G5_0>(isa),
+        (GgmlType::Q5_0, 1, _) => group_for::<GLanes<false, true>>(isa),
+        (GgmlType::Q4_1, 1, _) => group_for::<GLanes<true, false>>(isa),
+        (GgmlType::Q5_1, 1, _) => group_for::<GLanes<true, true>>(isa),
         (GgmlType::Q4_K, 4, false) => group_for::<G4K<4, false>>(isa),
         (GgmlType::Q4_K, 1, _) => group_for::<G4K<1, true>>(isa),
         (GgmlType::Q4_K, 2, _) => group_for::<G4K<2, true>>(isa),
         (GgmlType::Q4_K, 3, _) => group_for::<G4K<3, true>>(isa),
         (GgmlType::Q4_K, 4, true) => group_for::<G4K<4, true>>(isa),
-        _ => unreachable!("packed types are Q4_0 and Q4_K (1 to 4 tokens) and Q5_0 (one)"),
+        _ => unreachable!("packed types: Q4_0 and Q4_K (1 to 4 tokens), Q4_1, Q5_0, Q5_1 (one)"),
     };
     f(p)
 }

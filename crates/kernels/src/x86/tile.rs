@@ -181,6 +181,18 @@ impl Q1 for BQ5_1 {
     }
 }
 
+/// Q4_1 or Q5_1 weights unpacked from [`crate::packed`]'s lane-order layout: `d`, `m` (f16) and
+/// the 32 unsigned quants as bytes (36 bytes), which [`tile_q1`] multiplies as it does the packed
+/// blocks they came from.
+struct BQ1Bytes;
+impl Q1 for BQ1Bytes {
+    const SIZE: usize = 36;
+    #[inline(always)]
+    unsafe fn q(b: *const u8) -> __m256i {
+        load(b.add(4))
+    }
+}
+
 /// `x`, hidden from the optimizer: a splat that LLVM cannot see through, so `dx * dy` stays one
 /// vector multiply instead of the scalar multiply and broadcast it rewrites a product of two
 /// splats into (one instruction more per weight row and token in the innermost loop).
@@ -634,6 +646,12 @@ macro_rules! pick {
             _ => return None,
         }
     };
+}
+
+/// The tile kernel on `isa` for `m` x `n` tiles of Q4_1/Q5_1 rows unpacked to 36-byte blocks
+/// (`d`, `m`, 32 unsigned quants; [`crate::packed`]'s batches), against Q8_1 activations.
+pub fn tile_kernel_q1_bytes(isa: Isa, m: usize, n: usize) -> Option<TileFn> {
+    Some(pick!(isa, m, n, TQ1[BQ1Bytes,][]))
 }
 
 /// The tile kernel on `isa` (`Avx2`, `Avx512` or `Avx512Vnni`) for weights `ty` computing `m`
