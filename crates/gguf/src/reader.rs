@@ -346,6 +346,35 @@ impl GgufFile {
         &self.map
     }
 
+    /// Gives back to the kernel the pages of the map that lie wholly inside `bytes` (a slice of
+    /// [`GgufFile::bytes`], e.g. a tensor's data), for a caller that will not read them again
+    /// (a runtime that holds a repacked copy): they leave this process's resident memory, and a
+    /// later read faults them in again from the file, unchanged. Does nothing for a slice outside
+    /// the map, or where the system has no such advice.
+    pub fn release(&self, bytes: &[u8]) {
+        let base = self.map.as_ptr() as usize;
+        let (start, end) = (
+            bytes.as_ptr() as usize,
+            bytes.as_ptr() as usize + bytes.len(),
+        );
+        if start < base || end > base + self.map.len() {
+            return;
+        }
+        let page = 4096;
+        let from = (start - base).next_multiple_of(page);
+        let to = (end - base) / page * page;
+        if to > from {
+            // SAFETY: the map is a read-only mapping of the file, never written through, so the
+            // dropped pages read back as the same bytes from the file (or the page cache); no
+            // reference is invalidated (the address range stays mapped).
+            #[cfg(unix)]
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
+            };
+        }
+    }
+
     pub fn file_size(&self) -> u64 {
         self.map.len() as u64
     }

@@ -123,3 +123,67 @@ fn failed_producer_leaves_nothing() {
     assert!(matches!(r, Err(GgufError::DataSize { .. })));
     assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
 }
+
+/// Resident kB of this process's map of `path` (Linux: `/proc/self/smaps`).
+#[cfg(target_os = "linux")]
+fn mapped_rss_kb(path: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.canonicalize().unwrap();
+    let mut inside = false;
+    let mut kb = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        let header = first.split_once('-').is_some_and(|(a, b)| {
+            [a, b]
+                .iter()
+                .all(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()))
+        });
+        if header {
+            inside = line.ends_with(name.to_str().unwrap());
+        } else if inside {
+            if let Some(v) = line.strip_prefix("Rss:") {
+                kb += v
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap();
+            }
+        }
+    }
+    kb
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn released_tensor_pages_leave_resident_memory_and_read_back_unchanged() {
+    let d = tempfile::tempdir().unwrap();
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", "llama");
+    w.add_tensor("small", vec![8], GgmlType::F32).unwrap();
+    w.add_tensor("big", vec![1024, 1024], GgmlType::F32)
+        .unwrap();
+    let p = d.path().join("big.gguf");
+    w.write(&p, |i, t, out: &mut dyn Write| {
+        let bytes: Vec<u8> = (0..t.n_bytes()).map(|k| (k as u8) ^ (i as u8)).collect();
+        out.write_all(&bytes)
+    })
+    .unwrap();
+    let f = GgufFile::open_populated(&p).unwrap();
+    let (_, big) = f.tensor_bytes("big").unwrap();
+    let want: Vec<u8> = big.to_vec();
+    let before = mapped_rss_kb(&p);
+    assert!(before >= 4096, "populated map resident: {before} kB");
+    f.release(big);
+    let after = mapped_rss_kb(&p);
+    assert!(
+        before - after >= 4096 - 8,
+        "released 4 MiB of pages: {before} -> {after} kB"
+    );
+    // the neighbour's bytes and the released ones read back as they were
+    let (_, small) = f.tensor_bytes("small").unwrap();
+    assert!(small.iter().enumerate().all(|(k, &b)| b == k as u8));
+    assert_eq!(big, &want[..]);
+    // a slice that is not part of the map is ignored
+    f.release(&want);
+}

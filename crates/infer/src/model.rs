@@ -346,12 +346,12 @@ impl<'a> Loader<'a> {
 }
 
 /// Repacks the matrices the kernels have a faster layout for (`slmpack_kernels::packed`: Q4_0
-/// and Q4_K on AVX2, as llama.cpp repacks them, and Q4_1, Q5_0, Q5_1, whose layout keeps
+/// and Q4_K on AVX2, as llama.cpp repacks them, and Q4_1, Q5_0, Q5_1, Q8_0, whose layout keeps
 /// llama.cpp's sums of the unpacked matrix), once, in parallel; `output` is `None` when it is the tied token
 /// embedding, which llama.cpp does not repack either. `SLMPACK_REPACK=0` keeps every matrix as it
 /// is in the file (to compare the two paths).
 fn repack<'a>(
-    path: &Path,
+    f: &GgufFile,
     output: Option<&mut QTensor<'a>>,
     layers: &mut [Layer<'a>],
 ) -> Result<()> {
@@ -381,7 +381,13 @@ fn repack<'a>(
                 data: t.data,
             };
             let p = slmpack_kernels::packed::pack(&w)
-                .map_err(|e| tensor_err(path, t.name, e.to_string()))?;
+                .map_err(|e| tensor_err(f.path(), t.name, e.to_string()))?;
+            if p.is_some() {
+                // the products read only the copy from now on: the file's pages of this matrix
+                // leave resident memory as soon as it is packed, so a repacked model does not
+                // hold its weights twice (peak: the file plus the matrices being packed)
+                f.release(t.data);
+            }
             t.packed = p.map(std::sync::Arc::new);
             Ok(())
         })
@@ -420,7 +426,7 @@ impl<'a> Model<'a> {
             });
         }
         let mut output = output;
-        repack(f.path(), (!tied_output).then_some(&mut output), &mut layers)?;
+        repack(f, (!tied_output).then_some(&mut output), &mut layers)?;
         Ok(Model {
             path: f.path().to_owned(),
             config,
