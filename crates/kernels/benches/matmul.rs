@@ -6,7 +6,7 @@
 //! second, where one element is one floating-point operation (2 * rows * cols * tokens), so
 //! `Gelem/s` reads as GFLOP/s.
 //!
-//! Q4_0, Q4_K, Q4_1, Q5_0 and Q5_1 are also measured in the 8-row packed layout (`avx2-packed`, `avx512-packed`,
+//! Q4_0, Q4_K, Q4_1, Q5_0, Q5_1 and Q8_0 are also measured in the 8-row packed layout (`avx2-packed`, `avx512-packed`,
 //! `avx512vnni-packed`; `slmpack_kernels::packed`), which is what the runtime uses for them on
 //! x86. The calling thread
 //! is made part of rayon's pool (as in `slmpack run`, which runs inside its pool), so a product

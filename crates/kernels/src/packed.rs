@@ -1,5 +1,6 @@
 //! Weights repacked once at load time into 8-row interleaved groups, for the x86 sets (AVX2 and
-//! AVX-512; on VNNI the Q4_0, Q4_1, Q5_0 and Q5_1 kernels take `vpdpbusd`, the same sums).
+//! AVX-512; on VNNI the Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 kernels take `vpdpbusd`, the same
+//! sums).
 //!
 //! ggml-cpu repacks Q4_0 weights into 8-row groups on AVX2 (`block_q4_0x8`); this is the same
 //! idea with a layout of our own, made for one instruction sequence: in a group, block `l` of
@@ -17,7 +18,7 @@
 //! packed order in plain Rust, and the AVX2 kernel is tested to give its bits exactly.
 //!
 //! Types: Q4_0 (against Q8_0 activations) and Q4_K (against Q8_K), the two llama.cpp repacks
-//! on AVX2, and Q4_1, Q5_0, Q5_1 (against Q8_1, Q8_0, Q8_1; below). A Q4_0 group-block is the eight scales `d`, then the nibbles: eight times the bytes
+//! on AVX2, and Q4_1, Q5_0, Q5_1, Q8_0 (against Q8_1, Q8_0, Q8_1, Q8_0; below). A Q4_0 group-block is the eight scales `d`, then the nibbles: eight times the bytes
 //! of one block. Rows must come in whole groups of eight.
 //!
 //! Q4_K follows llama.cpp's `q4_K_8x8` kernels (`ggml-cpu/arch/x86/repack.cpp`) sum for sum. A
@@ -47,8 +48,13 @@
 //! memory, one core: the 52 MB of Q5_0 of SmolLM2's q4_k_m 5.8-8.6 ms unpacked (4-row tiles),
 //! 3.6-3.9 ms packed; SmolLM2 Q4_1 decode 69 -> 90 tokens/s.
 //!
-//! Not packed: Q8_0 (llama.cpp does not repack it either, and its one-row kernel streams near
-//! memory speed). A layout like Q4_0's (per-row sums) gained 2-3x for Q4_1/Q5_1/Q5_0 but cost
+//! Q8_0 is packed in lane order too: a group-block is the eight `d`, then each row's 32 quants;
+//! one token runs ggml's `ggml_vec_dot_q8_0_q8_0` per row with the eight `d_w * d_y` in one
+//! multiply, and a batch copies the group back to ggml's blocks for the Q8_0 tiles (SmolLM2 Q8_0
+//! decode on one thread 69 -> 80 tokens/s, A/B; at two threads, where it is bound by memory, no
+//! change).
+//!
+//! A layout like Q4_0's (per-row sums) gained 2-3x for Q4_1/Q5_1/Q5_0 but cost
 //! bit-identical logits (SmolLM2 q4_k_m with Q5_0 packed that way: top-1 agreement with llama.cpp
 //! 0.935; a packed Q4_1 reference file fell to 0.962). A tied output matrix is not packed either
 //! (llama.cpp keeps `token_embd` as it is).
@@ -63,7 +69,7 @@ pub const GROUP: usize = 8;
 /// A weight matrix in the packed layout (owned: the copy made at load time).
 #[derive(Clone)]
 pub struct Packed {
-    /// The type the rows were packed from (Q4_0, Q4_K, Q4_1, Q5_0 or Q5_1).
+    /// The type the rows were packed from (Q4_0, Q4_K, Q4_1, Q5_0, Q5_1 or Q8_0).
     pub ty: GgmlType,
     /// Number of rows (outputs), a multiple of [`GROUP`].
     pub rows: usize,
@@ -104,6 +110,7 @@ fn group_bytes(ty: GgmlType, cols: usize) -> usize {
     match ty {
         GgmlType::Q4_K => K_GB * (cols / 256),
         GgmlType::Q4_0 => 8 * 18 * (cols / 32),
+        GgmlType::Q8_0 => Q8_GB * (cols / 32),
         _ => match lane_flags(ty) {
             Some((min, high)) => lane_layout(min, high).2 * (cols / 32),
             None => 0,
@@ -121,16 +128,24 @@ const K_QS: usize = K_MIN + 64;
 pub(crate) const K_GB: usize = K_QS + 1024;
 
 /// True if [`pack`] repacks `ty` weights of `rows` rows for `isa`: an x86 set (on a CPU that has
-/// it), Q4_0, Q4_K, Q4_1, Q5_0 or Q5_1, rows in whole groups of eight.
+/// it), Q4_0, Q4_K, Q4_1, Q5_0, Q5_1 or Q8_0, rows in whole groups of eight.
 pub fn packs(isa: Isa, ty: GgmlType, rows: usize) -> bool {
     isa.is_x86()
         && isa.usable()
-        && (matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K) || lane_flags(ty).is_some())
+        && (matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K) || lane_order(ty))
         && rows > 0
         && rows.is_multiple_of(GROUP)
 }
 
-/// For the lane-order layout (Q4_1, Q5_0, Q5_1): whether the type has a per-block minimum `m`
+/// Bytes of a lane-order Q8_0 group-block: the eight `d` (f16), then each row's 32 quants.
+pub(crate) const Q8_GB: usize = 16 + 8 * 32;
+
+/// True for the types packed in lane order (ggml's per-lane sums kept): Q4_1, Q5_0, Q5_1, Q8_0.
+pub(crate) fn lane_order(ty: GgmlType) -> bool {
+    ty == GgmlType::Q8_0 || lane_flags(ty).is_some()
+}
+
+/// For the lane-order layout of the 4- and 5-bit types (Q4_1, Q5_0, Q5_1): whether the type has a per-block minimum `m`
 /// and whether it has a fifth bit per element; `None` for the other types.
 pub(crate) fn lane_flags(ty: GgmlType) -> Option<(bool, bool)> {
     match ty {
@@ -247,6 +262,28 @@ pub fn pack_for(isa: Isa, w: &Weights) -> Result<Option<Packed>, KernelError> {
         }));
     }
     let nb = w.cols / 32;
+    if w.ty == GgmlType::Q8_0 {
+        let mut data = vec![0u8; w.data.len()];
+        data.par_chunks_mut(Q8_GB * nb)
+            .enumerate()
+            .for_each(|(g, out)| {
+                for l in 0..nb {
+                    let o = &mut out[l * Q8_GB..(l + 1) * Q8_GB];
+                    for r in 0..GROUP {
+                        let at = (g * GROUP + r) * rb + l * 34;
+                        o[2 * r..2 * r + 2].copy_from_slice(&w.data[at..at + 2]);
+                        o[16 + 32 * r..16 + 32 * (r + 1)].copy_from_slice(&w.data[at + 2..at + 34]);
+                    }
+                }
+            });
+        return Ok(Some(Packed {
+            ty: w.ty,
+            rows: w.rows,
+            cols: w.cols,
+            isa,
+            data,
+        }));
+    }
     if let Some(flags) = lane_flags(w.ty) {
         let gb = lane_layout(flags.0, flags.1).2;
         let bs = w.ty.type_size();
@@ -517,7 +554,7 @@ fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
     };
     let out = SharedMut(ys.as_mut_ptr());
     let rows = p.rows;
-    if n_tokens > 1 && lane_flags(p.ty).is_some() {
+    if n_tokens > 1 && lane_order(p.ty) {
         return lanes_batch(p, a, n_tokens, per, out);
     }
     let task = |c: usize| {
@@ -575,7 +612,7 @@ fn lanes_batch(
     per: usize,
     out: crate::pool::SharedMut<f32>,
 ) {
-    let (min, _) = lane_flags(p.ty).expect("a lane-order type");
+    let min = lane_flags(p.ty).is_some_and(|f| f.0);
     let isa = p.isa;
     let (tiles, size) = if min {
         let shape = crate::tile_shape(isa, GgmlType::Q4_1).expect("the x86 sets have tiles");
@@ -640,7 +677,7 @@ pub fn gemm_packed_reference(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut 
     if w.ty == GgmlType::Q4_K {
         return reference_q4_k(w, xs, n_tokens, ys);
     }
-    if lane_flags(w.ty).is_some() {
+    if lane_order(w.ty) {
         return reference_lanes(w, xs, n_tokens, ys);
     }
     assert_eq!(w.ty, GgmlType::Q4_0, "a packable type");
@@ -677,7 +714,8 @@ pub fn gemm_packed_reference(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut 
 fn reference_lanes(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
     assert_eq!(xs.len(), n_tokens * w.cols);
     assert_eq!(ys.len(), n_tokens * w.rows);
-    let (min, high) = lane_flags(w.ty).expect("a lane-order type");
+    let (min, high) = lane_flags(w.ty).unwrap_or((false, false));
+    let q8 = w.ty == GgmlType::Q8_0;
     let a = prepare(Isa::Scalar, w.ty, w.cols, xs, n_tokens, Acts::default());
     let (rb, bs) = (w.row_bytes(), w.ty.type_size());
     let (ab, aq) = if min { (36, 4) } else { (34, 2) };
@@ -690,7 +728,7 @@ fn reference_lanes(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
             for l in 0..a.nb {
                 let b = &w.data[r * rb + l * bs..r * rb + (l + 1) * bs];
                 let y = &a.q[t * a.lda + l * ab + aq..t * a.lda + (l + 1) * ab];
-                let qs_at = bs - 16;
+                let qs_at = if q8 { 2 } else { bs - 16 };
                 let qh = if high {
                     u32::from_le_bytes(b[qs_at - 4..qs_at].try_into().expect("4 bytes"))
                 } else {
@@ -698,6 +736,9 @@ fn reference_lanes(w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
                 };
                 let q = |j: usize| {
                     let qs = &b[qs_at..];
+                    if q8 {
+                        return qs[j] as i8 as i32;
+                    }
                     let nib = if j < 16 { qs[j] & 0xF } else { qs[j - 16] >> 4 };
                     let v = (nib | (((qh >> j) & 1) as u8) << 4) as i32;
                     if min {

@@ -1,6 +1,6 @@
 //! The 8-row packed layout: the AVX2 kernel gives exactly the bits of the plain-Rust reference
 //! of its summation order, and agrees with the one-row scalar kernels to rounding; packed Q4_1,
-//! Q5_0 and Q5_1 give the bits of the unpacked kernels as well.
+//! Q5_0, Q5_1 and Q8_0 give the bits of the unpacked kernels as well.
 
 use slmpack_kernels::packed::{gemm_packed, gemm_packed_reference, pack_for, packs};
 use slmpack_kernels::{gemm_isa, row_bytes, GgmlType, Isa, Weights};
@@ -23,6 +23,7 @@ fn packed_kernels_match_their_reference_bit_for_bit_and_the_scalar_kernels_close
         GgmlType::Q4_1,
         GgmlType::Q5_0,
         GgmlType::Q5_1,
+        GgmlType::Q8_0,
     ] {
         for (rows, cols) in [
             (8usize, 32usize),
@@ -79,7 +80,10 @@ fn check_packed(isa: Isa, ty: GgmlType, w: &Weights, wq: &[u8]) {
         gemm_isa(Isa::Scalar, w, &xs, n_tokens, &mut one_row);
         gemm_isa(isa, w, &xs, n_tokens, &mut unpacked);
         for i in 0..got.len() {
-            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1) {
+            if matches!(
+                ty,
+                GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
+            ) {
                 // these are packed for speed only: the bits of the unpacked kernels, which sum
                 // as llama.cpp does (ggml's `vec_dot`; tinyBLAS for Q5_0 batches)
                 assert_eq!(
@@ -114,12 +118,17 @@ fn only_whole_groups_of_supported_types_are_packed() {
         assert_eq!(packs(isa, GgmlType::Q4_0, 576), isa.usable());
         assert_eq!(packs(isa, GgmlType::Q4_K, 576), isa.usable());
         // the lane-order layout keeps ggml's per-lane sums (the bits of the unpacked kernels)
-        for ty in [GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1] {
+        for ty in [
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+        ] {
             assert_eq!(packs(isa, ty, 576), isa.usable());
         }
     }
     assert!(!packs(Isa::Avx2, GgmlType::Q4_0, 12));
-    assert!(!packs(Isa::Avx2, GgmlType::Q8_0, 576));
+    assert!(!packs(Isa::Avx2, GgmlType::Q8_0, 4));
     assert!(!packs(Isa::Avx2, GgmlType::Q5_0, 20));
     assert!(!packs(Isa::Avx2, GgmlType::Q6_K, 576));
     assert!(!packs(Isa::Avx2, GgmlType::Q5_1, 20));

@@ -311,6 +311,37 @@ unsafe fn group_lanes<L: Level, const MIN: bool, const HIGH: bool>(p: Panel) {
     }
 }
 
+/// One token against one lane-order group of eight Q8_0 rows (the eight `d`, then each row's 32
+/// quants), each row summed exactly as ggml's one-row AVX2 `ggml_vec_dot_q8_0_q8_0`: per block
+/// `acc = fma(d_w * d_y, sums of four products, acc)`, then `hsum_float_8(acc)`; the eight
+/// `d_w * d_y` are one vector multiply.
+///
+/// # Safety
+/// As [`group`], one token.
+#[inline(always)]
+unsafe fn group_q8_0<L: Level>(p: Panel) {
+    let gb = crate::packed::Q8_GB;
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for l in 0..p.nb {
+        let b = p.w.add(l * gb);
+        let y = _mm256_loadu_si256(p.a.add(l * 34 + 2).cast());
+        let mut d = [0f32; 8];
+        let dd = _mm256_mul_ps(
+            _mm256_cvtph_ps(_mm_loadu_si128(b.cast())),
+            _mm256_set1_ps(*p.d.add(l)),
+        );
+        _mm256_storeu_ps(d.as_mut_ptr(), dd);
+        for r in 0..8 {
+            let q = _mm256_loadu_si256(b.add(16 + 32 * r).cast());
+            let sum = mul_sum_us8_pairs::<L>(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+            acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[r]), _mm256_cvtepi32_ps(sum), acc[r]);
+        }
+    }
+    for r in 0..8 {
+        *p.out.add(r) = hsum_float_8(acc[r]);
+    }
+}
+
 /// Unpacks `nb` lane-order group-blocks at `w` into eight rows at `out` of 32-element blocks the
 /// tile kernels multiply as ggml multiplies the original ones (the same quants, scales and
 /// order), so a batch gets the bits of the unpacked matrix: for Q5_0 (`!MIN`) Q8_0 blocks (`d`,
@@ -389,12 +420,24 @@ mod unpacking {
     }
 }
 
-/// [`unpack_lanes`] for packed `ty` weights (Q4_1, Q5_0 or Q5_1), compiled for `isa` (one of the
-/// x86 sets).
+/// [`unpack_lanes`] for packed `ty` weights (Q4_1, Q5_0 or Q5_1) compiled for `isa` (one of the
+/// x86 sets), or for Q8_0 a copy back to ggml's blocks.
 ///
 /// # Safety
 /// As [`unpack_lanes`]; the CPU runs `isa`.
 pub unsafe fn unpack(isa: Isa, ty: GgmlType, nb: usize, w: *const u8, out: *mut u8) {
+    if ty == GgmlType::Q8_0 {
+        // a copy back to ggml's blocks
+        let gb = crate::packed::Q8_GB;
+        for l in 0..nb {
+            for r in 0..8 {
+                let o = out.add((r * nb + l) * 34);
+                std::ptr::copy_nonoverlapping(w.add(l * gb + 2 * r), o, 2);
+                std::ptr::copy_nonoverlapping(w.add(l * gb + 16 + 32 * r), o.add(2), 32);
+            }
+        }
+        return;
+    }
     let (min, high) = crate::packed::lane_flags(ty).expect("a lane-order packed type");
     unpacking::pick(isa, min, high)(nb, w, out)
 }
@@ -414,6 +457,15 @@ impl<const N: usize> Group for G4_0<N> {
     #[inline(always)]
     unsafe fn run<L: Level>(p: Panel) {
         group::<L, N>(p)
+    }
+}
+
+/// [`group_q8_0`] (one token) as a [`Group`].
+struct GQ8;
+impl Group for GQ8 {
+    #[inline(always)]
+    unsafe fn run<L: Level>(p: Panel) {
+        group_q8_0::<L>(p)
     }
 }
 
@@ -447,6 +499,7 @@ pub unsafe fn gemm(isa: Isa, ty: GgmlType, n: usize, once: bool, p: Panel) {
         (GgmlType::Q4_0, 2, _) => group_for::<G4_0<2>>(isa),
         (GgmlType::Q4_0, 3, _) => group_for::<G4_0<3>>(isa),
         (GgmlType::Q4_0, 4, _) => group_for::<G4_0<4>>(isa),
+        (GgmlType::Q8_0, 1, _) => group_for::<GQ8>(isa),
         (GgmlType::Q5_0, 1, _) => group_for::<GLanes<false, true>>(isa),
         (GgmlType::Q4_1, 1, _) => group_for::<GLanes<true, false>>(isa),
         (GgmlType::Q5_1, 1, _) => group_for::<GLanes<true, true>>(isa),
@@ -455,7 +508,7 @@ pub unsafe fn gemm(isa: Isa, ty: GgmlType, n: usize, once: bool, p: Panel) {
         (GgmlType::Q4_K, 2, _) => group_for::<G4K<2, true>>(isa),
         (GgmlType::Q4_K, 3, _) => group_for::<G4K<3, true>>(isa),
         (GgmlType::Q4_K, 4, true) => group_for::<G4K<4, true>>(isa),
-        _ => unreachable!("packed types: Q4_0 and Q4_K (1 to 4 tokens), Q4_1, Q5_0, Q5_1 (one)"),
+        _ => unreachable!("packed: Q4_0, Q4_K (1 to 4 tokens); Q4_1, Q5_0, Q5_1, Q8_0 (one)"),
     };
     f(p)
 }
