@@ -347,8 +347,9 @@ impl<'a> Loader<'a> {
 
 /// Repacks the matrices the kernels have a faster layout for (`slmpack_kernels::packed`: Q4_0
 /// and Q4_K on AVX2, as llama.cpp repacks them, and Q4_1, Q5_0, Q5_1, Q8_0, whose layout keeps
-/// llama.cpp's sums of the unpacked matrix), once, in parallel; `output` is `None` when it is the tied token
-/// embedding, which llama.cpp does not repack either. `SLMPACK_REPACK=0` keeps every matrix as it
+/// llama.cpp's sums of the unpacked matrix), once, in parallel; `output` is `None` when it is
+/// the tied token embedding (the lookups read its rows from the file; llama.cpp does not repack
+/// it either). `SLMPACK_REPACK=0` keeps every matrix as it
 /// is in the file (to compare the two paths).
 fn repack<'a>(
     f: &GgufFile,

@@ -11,15 +11,16 @@
 //! one scale multiply per block for all eight rows, and no sign instructions (the unsigned
 //! nibbles are multiplied as they are and `8 * sum(y)` is subtracted once per block).
 //!
-//! Arithmetic of Q4_0, per row: the integer dot product of each 32-block is exact; it is converted to
-//! f32 and added as `acc = fma(int as f32, d_w * d_y, acc)` block after block. That is a
-//! different summation order from the one-row kernels (which keep eight partial sums per
-//! block), so results differ from them by rounding; [`gemm_packed_reference`] computes the
+//! Arithmetic of Q4_0, per row: the integer dot product of each 32-block is exact; it is
+//! converted to f32 and added as `acc = fma(int as f32, d_w * d_y, acc)` block after block.
+//! That is a different summation order from the one-row kernels (which keep eight partial sums
+//! per block), so results differ from them by rounding; [`gemm_packed_reference`] computes the
 //! packed order in plain Rust, and the AVX2 kernel is tested to give its bits exactly.
 //!
 //! Types: Q4_0 (against Q8_0 activations) and Q4_K (against Q8_K), the two llama.cpp repacks
-//! on AVX2, and Q4_1, Q5_0, Q5_1, Q8_0 (against Q8_1, Q8_0, Q8_1, Q8_0; below). A Q4_0 group-block is the eight scales `d`, then the nibbles: eight times the bytes
-//! of one block. Rows must come in whole groups of eight.
+//! on AVX2, and Q4_1, Q5_0, Q5_1, Q8_0 (against Q8_1, Q8_0, Q8_1, Q8_0; below). A Q4_0
+//! group-block is the eight scales `d`, then the nibbles: eight times the bytes of one block.
+//! Rows must come in whole groups of eight.
 //!
 //! Q4_K follows llama.cpp's `q4_K_8x8` kernels (`ggml-cpu/arch/x86/repack.cpp`) sum for sum. A
 //! group-block holds one 256-element super-block of the eight rows: the eight `d`, the eight
@@ -145,8 +146,8 @@ pub(crate) fn lane_order(ty: GgmlType) -> bool {
     ty == GgmlType::Q8_0 || lane_flags(ty).is_some()
 }
 
-/// For the lane-order layout of the 4- and 5-bit types (Q4_1, Q5_0, Q5_1): whether the type has a per-block minimum `m`
-/// and whether it has a fifth bit per element; `None` for the other types.
+/// For the lane-order layout of the 4- and 5-bit types (Q4_1, Q5_0, Q5_1): whether the type has
+/// a per-block minimum `m` and whether it has a fifth bit per element; `None` for the others.
 pub(crate) fn lane_flags(ty: GgmlType) -> Option<(bool, bool)> {
     match ty {
         GgmlType::Q5_0 => Some((false, true)),
@@ -167,7 +168,7 @@ pub(crate) const fn lane_layout(min: bool, high: bool) -> (usize, usize, usize) 
     (qh, qs, qs + 128)
 }
 
-/// Packs block `l` of eight Q4_1/Q5_0/Q5_1 rows (`block(r)`: row `r`'s ggml block: `d`, for
+/// Packs one block of eight Q4_1/Q5_0/Q5_1 rows (`block(r)`: row `r`'s ggml block: `d`, for
 /// Q4_1/Q5_1 `m`, for Q5_0/Q5_1 `qh`, then `qs`) into one lane-order group-block `o`. In ggml's
 /// blocks element `j` has its low four bits in `qs[j]`'s low nibble (`j < 16`) or `qs[j - 16]`'s
 /// high nibble, and its fifth bit in bit `j` of `qh`.
@@ -199,28 +200,50 @@ fn pack_lanes<'w>(o: &mut [u8], (min, high): (bool, bool), block: impl Fn(usize)
     }
 }
 
-/// Packs one group of eight Q4_K rows (`block(r, b)`: row `r`'s super-block `b`) into `out`.
-fn pack_q4_k<'w>(out: &mut [u8], nb: usize, block: impl Fn(usize, usize) -> &'w [u8]) {
-    for b in 0..nb {
-        let o = &mut out[b * K_GB..(b + 1) * K_GB];
-        for r in 0..GROUP {
-            let x = block(r, b);
-            o[2 * r..2 * r + 2].copy_from_slice(&x[0..2]);
-            o[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&x[2..4]);
-            let (sc, mn) = crate::k4_scales_mins(x[4..16].try_into().expect("12 bytes"));
-            for j in 0..8 {
-                o[K_SC + 8 * j + r] = sc[j];
-            }
-            for p in 0..4 {
-                o[K_MIN + 16 * p + 2 * r] = mn[2 * p];
-                o[K_MIN + 16 * p + 2 * r + 1] = mn[2 * p + 1];
-                for s in 0..8 {
-                    let to = K_QS + 256 * p + 32 * s + 4 * r;
-                    let from = 16 + 32 * p + 4 * s;
-                    o[to..to + 4].copy_from_slice(&x[from..from + 4]);
-                }
+/// Packs one super-block of eight Q4_K rows (`block(r)`: row `r`'s 144 bytes) into one
+/// group-block `o`.
+fn pack_q4_k<'w>(o: &mut [u8], block: impl Fn(usize) -> &'w [u8]) {
+    for r in 0..GROUP {
+        let x = block(r);
+        o[2 * r..2 * r + 2].copy_from_slice(&x[0..2]);
+        o[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&x[2..4]);
+        let (sc, mn) = crate::k4_scales_mins(x[4..16].try_into().expect("12 bytes"));
+        for j in 0..8 {
+            o[K_SC + 8 * j + r] = sc[j];
+        }
+        for p in 0..4 {
+            o[K_MIN + 16 * p + 2 * r] = mn[2 * p];
+            o[K_MIN + 16 * p + 2 * r + 1] = mn[2 * p + 1];
+            for s in 0..8 {
+                let to = K_QS + 256 * p + 32 * s + 4 * r;
+                let from = 16 + 32 * p + 4 * s;
+                o[to..to + 4].copy_from_slice(&x[from..from + 4]);
             }
         }
+    }
+}
+
+/// Packs one block of eight Q4_0 rows (`block(r)`: row `r`'s 18 bytes) into one group-block `o`:
+/// the eight scales, then load `s` (0..3) holds bytes `4s..4s+3` of every row (low nibbles:
+/// elements `4s..`, high nibbles: `16+4s..`).
+fn pack_q4_0<'w>(o: &mut [u8], block: impl Fn(usize) -> &'w [u8]) {
+    for r in 0..GROUP {
+        let x = block(r);
+        o[2 * r..2 * r + 2].copy_from_slice(&x[..2]);
+        for s in 0..4 {
+            let to = 16 + 32 * s + 4 * r;
+            o[to..to + 4].copy_from_slice(&x[2 + 4 * s..6 + 4 * s]);
+        }
+    }
+}
+
+/// Packs one block of eight Q8_0 rows (`block(r)`: row `r`'s 34 bytes) into one lane-order
+/// group-block `o`: the eight scales, then each row's 32 quants.
+fn pack_q8_0<'w>(o: &mut [u8], block: impl Fn(usize) -> &'w [u8]) {
+    for r in 0..GROUP {
+        let x = block(r);
+        o[2 * r..2 * r + 2].copy_from_slice(&x[..2]);
+        o[16 + 32 * r..16 + 32 * (r + 1)].copy_from_slice(&x[2..34]);
     }
 }
 
@@ -241,90 +264,24 @@ pub fn pack_for(isa: Isa, w: &Weights) -> Result<Option<Packed>, KernelError> {
     if !packs(isa, w.ty, w.rows) {
         return Ok(None);
     }
-    let rb = w.row_bytes();
-    if w.ty == GgmlType::Q4_K {
-        let nb = w.cols / 256;
-        let mut data = vec![0u8; w.rows / GROUP * K_GB * nb];
-        data.par_chunks_mut(K_GB * nb)
-            .enumerate()
-            .for_each(|(g, out)| {
-                pack_q4_k(out, nb, |r, b| {
-                    let at = (g * GROUP + r) * rb + b * 144;
-                    &w.data[at..at + 144]
-                })
-            });
-        return Ok(Some(Packed {
-            ty: w.ty,
-            rows: w.rows,
-            cols: w.cols,
-            isa,
-            data,
-        }));
-    }
-    let nb = w.cols / 32;
-    if w.ty == GgmlType::Q8_0 {
-        let mut data = vec![0u8; w.data.len()];
-        data.par_chunks_mut(Q8_GB * nb)
-            .enumerate()
-            .for_each(|(g, out)| {
-                for l in 0..nb {
-                    let o = &mut out[l * Q8_GB..(l + 1) * Q8_GB];
-                    for r in 0..GROUP {
-                        let at = (g * GROUP + r) * rb + l * 34;
-                        o[2 * r..2 * r + 2].copy_from_slice(&w.data[at..at + 2]);
-                        o[16 + 32 * r..16 + 32 * (r + 1)].copy_from_slice(&w.data[at + 2..at + 34]);
-                    }
-                }
-            });
-        return Ok(Some(Packed {
-            ty: w.ty,
-            rows: w.rows,
-            cols: w.cols,
-            isa,
-            data,
-        }));
-    }
-    if let Some(flags) = lane_flags(w.ty) {
-        let gb = lane_layout(flags.0, flags.1).2;
-        let bs = w.ty.type_size();
-        let mut data = vec![0u8; w.data.len()];
-        data.par_chunks_mut(gb * nb)
-            .enumerate()
-            .for_each(|(g, out)| {
-                for l in 0..nb {
-                    pack_lanes(&mut out[l * gb..(l + 1) * gb], flags, |r| {
-                        let at = (g * GROUP + r) * rb + l * bs;
-                        &w.data[at..at + bs]
-                    });
-                }
-            });
-        return Ok(Some(Packed {
-            ty: w.ty,
-            rows: w.rows,
-            cols: w.cols,
-            isa,
-            data,
-        }));
-    }
-    // Q4_0: eight scales, then load s (0..3) holds bytes 4s..4s+3 of every row (low nibbles:
-    // elements 4s.., high nibbles: 16+4s..)
-    let gb = 8 * 18;
-    let mut data = vec![0u8; w.data.len()];
+    let (rb, bs) = (w.row_bytes(), w.ty.type_size());
+    let nb = w.cols / w.ty.block_size();
+    // bytes of one group-block: eight blocks, one of each row of the group
+    let gb = group_bytes(w.ty, w.cols) / nb;
+    let mut data = vec![0u8; w.rows / GROUP * gb * nb];
     data.par_chunks_mut(gb * nb)
         .enumerate()
         .for_each(|(g, out)| {
-            for l in 0..nb {
-                let o = &mut out[l * gb..(l + 1) * gb];
+            for (l, o) in out.chunks_exact_mut(gb).enumerate() {
                 let block = |r: usize| {
-                    let at = (g * GROUP + r) * rb + l * 18;
-                    &w.data[at..at + 18]
+                    let at = (g * GROUP + r) * rb + l * bs;
+                    &w.data[at..at + bs]
                 };
-                for r in 0..GROUP {
-                    o[2 * r..2 * r + 2].copy_from_slice(&block(r)[..2]);
-                    for s in 0..4 {
-                        let to = 16 + 32 * s + 4 * r;
-                        o[to..to + 4].copy_from_slice(&block(r)[2 + 4 * s..6 + 4 * s]);
-                    }
+                match w.ty {
+                    GgmlType::Q4_K => pack_q4_k(o, block),
+                    GgmlType::Q4_0 => pack_q4_0(o, block),
+                    GgmlType::Q8_0 => pack_q8_0(o, block),
+                    ty => pack_lanes(o, lane_flags(ty).expect("a packed type"), block),
                 }
             }
         });
