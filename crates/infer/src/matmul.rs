@@ -63,6 +63,36 @@ pub fn matmul(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
     matmul_dequant(w, xs, n_tokens, ys);
 }
 
+/// `ys[i] = W_i x` for one token and several weights that multiply the same activations (Q, K
+/// and V; gate and up): where they are all packed and take the same activations, one call
+/// prepares the activations once and runs every product in one parallel section
+/// ([`slmpack_kernels::packed::gemv_packed_many`]: the same bits as one product at a time);
+/// otherwise one [`matvec`] each.
+pub fn matvec_many(ws: &[&QTensor], x: &[f32], ys: &mut [&mut [f32]]) {
+    use slmpack_kernels::packed::{can_share, gemv_packed_many, Packed, MANY_MAX};
+    assert_eq!(ws.len(), ys.len(), "one output per weight");
+    if let Some(first) = ws.first().and_then(|w| w.packed.as_deref()) {
+        if ws.len() <= MANY_MAX {
+            let mut ps: [&Packed; MANY_MAX] = [first; MANY_MAX];
+            let mut all = true;
+            for (p, w) in ps.iter_mut().zip(ws) {
+                match w.packed.as_deref() {
+                    Some(q) => *p = q,
+                    None => all = false,
+                }
+            }
+            let ps = &ps[..ws.len()];
+            if all && can_share(ps) {
+                gemv_packed_many(ps, x, ys);
+                return;
+            }
+        }
+    }
+    for (w, y) in ws.iter().zip(ys.iter_mut()) {
+        matvec(w, x, y);
+    }
+}
+
 /// The portable path: dequantize each weight row, then f32 dot products.
 pub fn matmul_dequant(w: &QTensor, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
     let out = SharedMut(ys.as_mut_ptr());

@@ -10,7 +10,7 @@ use slmpack_kernels::vec::{
     dots_f16_ggml, dots_f16_ggml_group_ptr, gemm_f16_ptr, softmax_row, swiglu, to_f16,
 };
 
-use crate::matmul::matmul;
+use crate::matmul::{matmul, matvec_many};
 use crate::model::Model;
 use crate::ops::{rms_norm, rope_cache, rope_norm};
 use slmpack_kernels::pool::{for_each_row, for_each_row2, SharedMut};
@@ -239,9 +239,13 @@ impl<'m, 'a> Session<'m, 'a> {
             let q = &mut s.q[..n * qd];
             let k = &mut s.k[..n * kvd];
             let v = &mut s.v[..n * kvd];
-            matmul(&l.wq, xn, n, q);
-            matmul(&l.wk, xn, n, k);
-            matmul(&l.wv, xn, n, v);
+            if n == 1 {
+                matvec_many(&[&l.wq, &l.wk, &l.wv], xn, &mut [&mut *q, &mut *k, &mut *v]);
+            } else {
+                matmul(&l.wq, xn, n, q);
+                matmul(&l.wk, xn, n, k);
+                matmul(&l.wv, xn, n, v);
+            }
             add_bias(q, l.bq.as_deref());
             add_bias(k, l.bk.as_deref());
             add_bias(v, l.bv.as_deref());
@@ -458,8 +462,12 @@ impl<'m, 'a> Session<'m, 'a> {
             });
             let gate = &mut s.gate[..n * ff];
             let up = &mut s.up[..n * ff];
-            matmul(&l.w_gate, xn, n, gate);
-            matmul(&l.w_up, xn, n, up);
+            if n == 1 {
+                matvec_many(&[&l.w_gate, &l.w_up], xn, &mut [&mut *gate, &mut *up]);
+            } else {
+                matmul(&l.w_gate, xn, n, gate);
+                matmul(&l.w_up, xn, n, up);
+            }
             let up = &*up;
             for_each_row(gate, ff, TOKENS_PER_TASK, |t, g| {
                 swiglu(g, &up[t * ff..(t + 1) * ff])

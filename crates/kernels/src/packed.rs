@@ -488,6 +488,109 @@ pub fn gemm_packed(p: &Packed, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
     }
 }
 
+/// The activations type `ty`'s kernels take, and the type to prepare them as for a set of
+/// packed matrices multiplied together ([`gemv_packed_many`]): Q4_0 if one of them is Q4_0 (it
+/// needs the offset corrections), else the first one's type.
+fn shared_prep(ps: &[&Packed]) -> Option<GgmlType> {
+    let first = ps.first()?;
+    let at = crate::act_type(first.ty);
+    let same = ps
+        .iter()
+        .all(|p| crate::act_type(p.ty) == at && p.cols == first.cols && p.isa == first.isa);
+    let q4_0 = ps.iter().any(|p| p.ty == GgmlType::Q4_0);
+    same.then_some(if q4_0 { GgmlType::Q4_0 } else { first.ty })
+}
+
+/// At most this many matrices go through one [`gemv_packed_many`].
+pub const MANY_MAX: usize = 4;
+
+/// True if [`gemv_packed_many`] takes these matrices together: at most [`MANY_MAX`] of them, with
+/// the same row length, activation type and instruction set.
+pub fn can_share(ps: &[&Packed]) -> bool {
+    ps.len() <= MANY_MAX && shared_prep(ps).is_some()
+}
+
+/// `ys[i] = W_i x` for one token and several packed matrices that take the same activations (as
+/// attention's Q, K and V, or the feed-forward's gate and up): the activations are prepared once,
+/// and every product runs in one parallel section, each thread taking one contiguous share of
+/// the matrices' bytes. Each output is the one [`gemm_packed`] gives (the same kernels and
+/// sums); what is saved is quantizing the same activations again and waiting for the threads
+/// between the products.
+///
+/// # Panics
+/// If the matrices cannot go together ([`can_share`]), a length does not match, or the CPU
+/// cannot run the set they were packed for.
+pub fn gemv_packed_many(ps: &[&Packed], x: &[f32], ys: &mut [&mut [f32]]) {
+    assert!(can_share(ps), "matrices that take the same activations");
+    assert_eq!(ps.len(), ys.len(), "one output per matrix");
+    for (p, y) in ps.iter().zip(ys.iter()) {
+        assert_eq!(x.len(), p.cols, "activations: cols");
+        assert_eq!(y.len(), p.rows, "outputs: rows");
+        assert!(
+            p.isa.is_x86() && p.isa.usable(),
+            "packed weights need the x86 set they were packed for (`{}`)",
+            p.isa
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let prep = shared_prep(ps).expect("checked");
+        with_acts(ps[0].isa, prep, ps[0].cols, x, 1, |a| many(ps, a, ys));
+    }
+}
+
+/// The products of [`gemv_packed_many`], activations prepared: the groups of all the matrices
+/// in one list, cut into one share of about equal bytes per thread.
+#[cfg(target_arch = "x86_64")]
+fn many(ps: &[&Packed], a: &Acts, ys: &mut [&mut [f32]]) {
+    use crate::pool::SharedMut;
+    use crate::x86::packed::Panel;
+    let mut outs = [SharedMut(std::ptr::null_mut::<f32>()); MANY_MAX];
+    for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
+        *o = SharedMut(y.as_mut_ptr());
+    }
+    let total: usize = ps.iter().map(|p| p.bytes()).sum();
+    let threads = crate::pool::threads().max(1);
+    let n_tasks = threads.min(ps.iter().map(|p| p.rows / GROUP).sum());
+    let task = |c: usize| {
+        let (from, to) = (total * c / n_tasks, total * (c + 1) / n_tasks);
+        let mut at = 0;
+        for (i, p) in ps.iter().enumerate() {
+            let gbytes = p.group_bytes();
+            for g in 0..p.rows / GROUP {
+                // a group belongs to the share its first byte is in
+                let mine = at >= from && at < to;
+                at += gbytes;
+                if !mine {
+                    continue;
+                }
+                let panel = Panel {
+                    nb: a.nb,
+                    w: p.data[g * gbytes..(g + 1) * gbytes].as_ptr(),
+                    a: a.q.as_ptr(),
+                    lda: a.lda,
+                    d: a.d.as_ptr(),
+                    corr: a.corr.as_ptr(),
+                    ldc: a.ldc,
+                    ldd: a.ldd,
+                    out: outs[i].at(g * GROUP),
+                    ldo: p.rows,
+                };
+                // SAFETY: group g of matrix i has `gbytes` bytes; the token has its activation
+                // row, scales and corrections (prepared for every matrix's type); outputs
+                // 8 g .. 8 g + 8 of matrix i belong to this task only; the CPU runs the set
+                // (asserted by `gemv_packed_many`).
+                unsafe { crate::x86::packed::gemm(p.isa, p.ty, 1, true, panel) };
+            }
+        }
+    };
+    if n_tasks <= 1 {
+        task(0);
+    } else {
+        crate::pool::for_each(n_tasks, task);
+    }
+}
+
 /// The body of [`gemm_packed`]: activations prepared once, then parallel over row groups.
 #[cfg(target_arch = "x86_64")]
 fn run(p: &Packed, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {

@@ -147,3 +147,80 @@ fn only_whole_groups_of_supported_types_are_packed() {
     let w = Weights::new(GgmlType::Q4_0, 12, 32, &z).unwrap();
     assert!(pack_for(Isa::Avx2, &w).unwrap().is_none());
 }
+
+#[test]
+fn products_of_several_matrices_together_give_each_ones_bits() {
+    use slmpack_kernels::packed::{can_share, gemv_packed_many, Packed};
+    let isa = Isa::Avx2;
+    if !isa.usable() {
+        println!("NOT EXERCISED: gemv_packed_many (no AVX2 here)");
+        return;
+    }
+    let make = |ty: GgmlType, rows: usize, cols: usize, seed: u64| -> Packed {
+        let wf = values(rows * cols, seed, 1.0);
+        let mut wq = vec![0u8; rows * row_bytes(ty, cols)];
+        slmpack_quant::quantize(ty, &wf, cols, &mut wq).unwrap();
+        let w = Weights::new(ty, rows, cols, &wq).unwrap();
+        pack_for(isa, &w).unwrap().expect("packs")
+    };
+    use GgmlType::*;
+    // attention's Q, K, V of a q4_k_m file (Q5_0, Q5_0, Q8_0); Q4_0 with Q8_0 (the corrections);
+    // the K-quant and the Q8_1 families
+    let sets: [&[(GgmlType, usize)]; 4] = [
+        &[(Q5_0, 72), (Q5_0, 24), (Q8_0, 24)],
+        &[(Q4_0, 16), (Q8_0, 8)],
+        &[(Q4_K, 24), (Q4_K, 8)],
+        &[(Q4_1, 8), (Q5_1, 40), (Q4_1, 16)],
+    ];
+    for (k, set) in sets.iter().enumerate() {
+        let cols = if set[0].0 == Q4_K { 512 } else { 96 };
+        let ps: Vec<Packed> = set
+            .iter()
+            .enumerate()
+            .map(|(i, &(ty, rows))| make(ty, rows, cols, (10 * k + i) as u64))
+            .collect();
+        let refs: Vec<&Packed> = ps.iter().collect();
+        assert!(can_share(&refs));
+        let x = values(cols, 99 + k as u64, 2.0);
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let (got, want) = pool.install(|| {
+                slmpack_kernels::pool::hot(|| {
+                    let mut got: Vec<Vec<f32>> = ps.iter().map(|p| vec![0f32; p.rows]).collect();
+                    let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|v| &mut v[..]).collect();
+                    gemv_packed_many(&refs, &x, &mut outs);
+                    let want: Vec<Vec<f32>> = ps
+                        .iter()
+                        .map(|p| {
+                            let mut y = vec![0f32; p.rows];
+                            gemm_packed(p, &x, 1, &mut y);
+                            y
+                        })
+                        .collect();
+                    (got, want)
+                })
+            });
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                for r in 0..g.len() {
+                    assert_eq!(
+                        g[r].to_bits(),
+                        w[r].to_bits(),
+                        "set {k} matrix {i} row {r}, {threads} threads: {} vs {}",
+                        g[r],
+                        w[r]
+                    );
+                }
+            }
+        }
+    }
+    // activations of another type or length do not go together
+    let a = make(Q4_1, 8, 96, 1);
+    let b = make(Q5_0, 8, 96, 2);
+    let c = make(Q5_0, 8, 64, 3);
+    assert!(!can_share(&[&a, &b]));
+    assert!(!can_share(&[&b, &c]));
+    assert!(!can_share(&[&b, &b, &b, &b, &b]));
+}
