@@ -360,18 +360,28 @@ impl GgufFile {
         if start < base || end > base + self.map.len() {
             return;
         }
-        let page = 4096;
-        let from = (start - base).next_multiple_of(page);
-        let to = (end - base) / page * page;
-        if to > from {
+        // 4 KiB pages, or else (the call fails on a misaligned range) 16 or 64 KiB ones, as some
+        // aarch64 kernels use
+        for page in [4096, 16384, 65536] {
+            let from = (start - base).next_multiple_of(page);
+            let to = (end - base) / page * page;
+            if to <= from {
+                return;
+            }
             // SAFETY: the map is a read-only mapping of the file, never written through, so the
             // dropped pages read back as the same bytes from the file (or the page cache); no
             // reference is invalidated (the address range stays mapped).
             #[cfg(unix)]
-            let _ = unsafe {
+            let done = unsafe {
                 self.map
                     .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, to - from)
-            };
+            }
+            .is_ok();
+            #[cfg(not(unix))]
+            let done = true;
+            if done {
+                return;
+            }
         }
     }
 
