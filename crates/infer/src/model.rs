@@ -349,8 +349,8 @@ impl<'a> Loader<'a> {
 /// and Q4_K on AVX2, as llama.cpp repacks them, and Q4_1, Q5_0, Q5_1, Q8_0, whose layout keeps
 /// llama.cpp's sums of the unpacked matrix), once, in parallel; `output` is `None` when it is
 /// the tied token embedding (the lookups read its rows from the file; llama.cpp does not repack
-/// it either). `SLMPACK_REPACK=0` keeps every matrix as it
-/// is in the file (to compare the two paths).
+/// it either). `SLMPACK_REPACK=0` keeps every matrix as it is in the file (to compare the two
+/// paths).
 fn repack<'a>(
     f: &GgufFile,
     output: Option<&mut QTensor<'a>>,

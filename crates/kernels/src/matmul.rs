@@ -114,7 +114,7 @@ thread_local! {
 /// Runs `f` with at least `bytes` of scratch. Takes the buffer out of the thread-local for the
 /// duration, so a nested call (a rayon worker stealing another matmul while it waits) gets its own
 /// buffer instead of a borrow conflict.
-fn with_scratch<R>(bytes: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+pub(crate) fn with_scratch<R>(bytes: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     let words = bytes.div_ceil(8);
     if buf.len() < words {
@@ -337,11 +337,7 @@ fn gemm_f16_as_llama(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mu
             }
         };
         let n_chunks = rows.div_ceil(chunk);
-        if n_chunks == 1 {
-            task(0);
-        } else {
-            crate::pool::for_each(n_chunks, task);
-        }
+        crate::pool::for_each(n_chunks, task);
     });
     true
 }
@@ -391,11 +387,7 @@ unsafe fn tiny_tasks<T: Sync>(
         };
     };
     let n_chunks = rows.div_ceil(chunk);
-    if n_chunks == 1 {
-        task(0);
-    } else {
-        crate::pool::for_each(n_chunks, task);
-    }
+    crate::pool::for_each(n_chunks, task);
 }
 
 /// F32 and BF16 weights on x86, two tokens or more, rows in fours and rows of whole 8-element
@@ -579,10 +571,6 @@ impl Tiles {
                 )
             };
         };
-        if n_chunks == 1 {
-            task(0);
-        } else {
-            crate::pool::for_each(n_chunks, task);
-        }
+        crate::pool::for_each(n_chunks, task);
     }
 }

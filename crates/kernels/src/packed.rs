@@ -584,11 +584,7 @@ fn many(ps: &[&Packed], a: &Acts, ys: &mut [&mut [f32]]) {
             }
         }
     };
-    if n_tasks <= 1 {
-        task(0);
-    } else {
-        crate::pool::for_each(n_tasks, task);
-    }
+    crate::pool::for_each(n_tasks, task);
 }
 
 /// The body of [`gemm_packed`]: activations prepared once, then parallel over row groups.
@@ -645,25 +641,16 @@ fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
         }
     };
     let n_tasks = groups.div_ceil(per);
-    if n_tasks == 1 {
-        task(0);
-    } else {
-        crate::pool::for_each(n_tasks, task);
-    }
+    crate::pool::for_each(n_tasks, task);
 }
 
-#[cfg(target_arch = "x86_64")]
-thread_local! {
-    /// One group of Q5_0 rows unpacked to Q8_0 blocks, per thread (grows, never shrinks).
-    static UNPACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A batch against lane-order packed weights (Q4_1, Q5_0, Q5_1): each group is unpacked into
-/// eight rows of blocks the tile kernels multiply as ggml multiplies the original ones
-/// ([`crate::x86::packed::unpack`]: Q8_0 blocks of the same signed quants for Q5_0, run with the
-/// Q8_0 tiles; 36-byte blocks of `d`, `m` and unsigned quants for Q4_1/Q5_1, run with the Q4_1
-/// tiles' arithmetic) in a per-thread buffer: the bits of the unpacked matrix (tinyBLAS's order
-/// for Q5_0 batches, ggml's `vec_dot` for Q4_1/Q5_1, the orders llama.cpp uses).
+/// A batch against lane-order packed weights (Q4_1, Q5_0, Q5_1, Q8_0): each group is unpacked
+/// into eight rows of blocks the tile kernels multiply as ggml multiplies the original ones
+/// ([`crate::x86::packed::unpack`]: Q8_0 blocks (for Q5_0 of the same signed quants), run with
+/// the Q8_0 tiles; 36-byte blocks of `d`, `m` and unsigned quants for Q4_1/Q5_1, run with the
+/// Q4_1 tiles' arithmetic) in the thread's scratch buffer: the bits of the unpacked matrix
+/// (tinyBLAS's order for Q8_0/Q5_0 batches, ggml's `vec_dot` for Q4_1/Q5_1, the orders
+/// llama.cpp uses).
 #[cfg(target_arch = "x86_64")]
 fn lanes_batch(
     p: &Packed,
@@ -690,42 +677,35 @@ fn lanes_batch(
     let (groups, gbytes, rows) = (p.rows / GROUP, p.group_bytes(), p.rows);
     let rb = size * a.nb;
     let task = |c: usize| {
-        let mut buf = UNPACKED.with(|u| std::mem::take(&mut *u.borrow_mut()));
-        if buf.len() < GROUP * rb {
-            buf.resize(GROUP * rb, 0);
-        }
-        for g in c * per..((c + 1) * per).min(groups) {
-            // SAFETY: group g has `gbytes` bytes and `buf` room for eight unpacked rows; the
-            // outputs t * rows + 8 g .. + 8 belong to this task only; the CPU runs `p.isa`
-            // (asserted by `gemm_packed`); every token has its activation row and scales in `a`.
-            unsafe {
-                crate::x86::packed::unpack(
-                    isa,
-                    p.ty,
-                    a.nb,
-                    p.data[g * gbytes..(g + 1) * gbytes].as_ptr(),
-                    buf.as_mut_ptr(),
-                );
-                tiles.rows(
-                    p.cols,
-                    buf.as_ptr(),
-                    rb,
-                    GROUP,
-                    (&a.q, a.lda, &a.d, a.ldd),
-                    n_tokens,
-                    out.at(g * GROUP),
-                    rows,
-                );
+        crate::matmul::with_scratch(GROUP * rb, |buf| {
+            for g in c * per..((c + 1) * per).min(groups) {
+                // SAFETY: group g has `gbytes` bytes and `buf` room for eight unpacked rows; the
+                // outputs t * rows + 8 g .. + 8 belong to this task only; the CPU runs `p.isa`
+                // (asserted by `gemm_packed`); every token has its activation row and scales in `a`.
+                unsafe {
+                    crate::x86::packed::unpack(
+                        isa,
+                        p.ty,
+                        a.nb,
+                        p.data[g * gbytes..(g + 1) * gbytes].as_ptr(),
+                        buf.as_mut_ptr(),
+                    );
+                    tiles.rows(
+                        p.cols,
+                        buf.as_ptr(),
+                        rb,
+                        GROUP,
+                        (&a.q, a.lda, &a.d, a.ldd),
+                        n_tokens,
+                        out.at(g * GROUP),
+                        rows,
+                    );
+                }
             }
-        }
-        UNPACKED.with(|u| *u.borrow_mut() = buf);
+        })
     };
     let n_tasks = groups.div_ceil(per);
-    if n_tasks == 1 {
-        task(0);
-    } else {
-        crate::pool::for_each(n_tasks, task);
-    }
+    crate::pool::for_each(n_tasks, task);
 }
 
 /// What [`gemm_packed`] computes, in plain Rust and the same order (Q4_0: each row's blocks
