@@ -347,19 +347,16 @@ impl<'a> Loader<'a> {
 
 /// Repacks the matrices the kernels have a faster layout for (`slmpack_kernels::packed`: Q4_0
 /// and Q4_K on AVX2, as llama.cpp repacks them, and Q4_1, Q5_0, Q5_1, Q8_0, whose layout keeps
-/// llama.cpp's sums of the unpacked matrix), once, in parallel; `output` is `None` when it is
-/// the tied token embedding (the lookups read its rows from the file; llama.cpp does not repack
-/// it either). `SLMPACK_REPACK=0` keeps every matrix as it is in the file (to compare the two
-/// paths).
-fn repack<'a>(
-    f: &GgufFile,
-    output: Option<&mut QTensor<'a>>,
-    layers: &mut [Layer<'a>],
-) -> Result<()> {
+/// llama.cpp's sums of the unpacked matrix), once, in parallel. The output matrix is packed
+/// too when it is the tied token embedding: the products read the copy, and the embedding
+/// lookups keep reading rows of the file, whose pages come back from the page cache when a
+/// lookup touches them (one row per token). `SLMPACK_REPACK=0` keeps every matrix as it is in
+/// the file (to compare the two paths).
+fn repack<'a>(f: &GgufFile, output: &mut QTensor<'a>, layers: &mut [Layer<'a>]) -> Result<()> {
     if std::env::var("SLMPACK_REPACK").is_ok_and(|v| v.trim() == "0") {
         return Ok(());
     }
-    let mut all: Vec<&mut QTensor<'a>> = output.into_iter().collect();
+    let mut all: Vec<&mut QTensor<'a>> = vec![output];
     for l in layers.iter_mut() {
         all.extend([
             &mut l.wq,
@@ -427,7 +424,7 @@ impl<'a> Model<'a> {
             });
         }
         let mut output = output;
-        repack(f, (!tied_output).then_some(&mut output), &mut layers)?;
+        repack(f, &mut output, &mut layers)?;
         Ok(Model {
             path: f.path().to_owned(),
             config,

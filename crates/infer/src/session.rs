@@ -590,6 +590,11 @@ mod tests {
 
     /// A random F32 llama with 2 layers, GQA (4 query heads, 2 KV heads) and 40 tokens.
     fn tiny(path: &std::path::Path) {
+        tiny_with_embd(path, GgmlType::F32)
+    }
+
+    /// [`tiny`], its (tied) token embedding stored as `embd`.
+    fn tiny_with_embd(path: &std::path::Path, embd: GgmlType) {
         let (n_embd, n_head, n_kv, n_ff, n_vocab, n_layer) = (64u64, 4u64, 2u64, 96u64, 40u64, 2);
         let hd = n_embd / n_head;
         let mut w = GgufWriter::new();
@@ -602,10 +607,11 @@ mod tests {
         w.set("llama.attention.head_count_kv", n_kv as u32);
         w.set("llama.attention.layer_norm_rms_epsilon", 1e-5f32);
         w.set("llama.vocab_size", n_vocab as u32);
+        w.add_tensor("token_embd.weight", vec![n_embd, n_vocab], embd)
+            .unwrap();
         let mut add = |name: &str, dims: Vec<u64>| {
             w.add_tensor(name, dims, GgmlType::F32).unwrap();
         };
-        add("token_embd.weight", vec![n_embd, n_vocab]);
         add("output_norm.weight", vec![n_embd]);
         for l in 0..n_layer {
             let p = |s: &str| format!("blk.{l}.{s}");
@@ -623,15 +629,16 @@ mod tests {
         w.write(path, |_, spec, out| {
             let n: u64 = spec.dims.iter().product();
             let norm = spec.dims.len() == 1;
-            let mut buf = Vec::with_capacity(n as usize * 4);
+            let mut vals = Vec::with_capacity(n as usize);
             for _ in 0..n {
                 seed = seed
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let r = ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.8;
-                let v = if norm { 1.0 + r * 0.2 } else { r };
-                buf.extend_from_slice(&v.to_le_bytes());
+                vals.push(if norm { 1.0 + r * 0.2 } else { r });
             }
+            let mut buf = vec![0u8; spec.ty.row_bytes(n).unwrap() as usize];
+            slmpack_quant::quantize(spec.ty, &vals, spec.dims[0] as usize, &mut buf).unwrap();
             out.write_all(&buf)
         })
         .unwrap();
@@ -667,6 +674,33 @@ mod tests {
             fresh.truncate(prefix.len()).unwrap();
             assert_ne!(fresh.eval(&a).unwrap(), &want[..]);
             assert!(s.truncate(s.pos() + 1).is_err());
+        }
+    }
+
+    #[test]
+    fn a_packed_tied_output_gives_the_logits_of_the_files_matrix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.q8_0.gguf");
+        tiny_with_embd(&path, GgmlType::Q8_0);
+        let f = GgufFile::open(&path).unwrap();
+        let packed = Model::load(&f).unwrap();
+        assert!(packed.tied_output);
+        let isa = slmpack_kernels::isa();
+        // 40 rows: five whole groups of 8, so the tied output is packed where the ISA packs
+        let packs = slmpack_kernels::packed::packs(isa, GgmlType::Q8_0, 40);
+        assert_eq!(packed.output.packed.is_some(), packs, "{isa:?}");
+        let mut plain = Model::load(&f).unwrap();
+        plain.output.packed = None;
+        let toks: Vec<u32> = (0..21).map(|i| (i * 11 + 5) % 40).collect();
+        for batch in [1, 8] {
+            let mut a = Session::new(&packed, 64, batch).unwrap();
+            let mut b = Session::new(&plain, 64, batch).unwrap();
+            // every token's logits: the one-token and the batched products
+            let (la, lb) = (a.eval_all(&toks).unwrap(), b.eval_all(&toks).unwrap());
+            assert_eq!(la.len(), toks.len() * 40);
+            assert!(la.iter().all(|v| v.is_finite()));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&la), bits(&lb), "batch {batch}");
         }
     }
 
