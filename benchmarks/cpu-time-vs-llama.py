@@ -9,7 +9,7 @@ child-process CPU times; llama.cpp's are process CPU times around `eval`, best o
 Prints a Markdown table row per model (tokens per CPU-second)."""
 import resource, subprocess, sys, time
 
-from llama_timing import N_GEN, llama_speed
+from llama_timing import N_CTX, N_GEN, llama_speed
 
 def child_cpu(cmd):
     best = float("inf")
@@ -21,7 +21,7 @@ def child_cpu(cmd):
     return best
 
 def slm(bin_, model, prompt, n):
-    run = lambda p, k: child_cpu([bin_, "run", model, "-p", p, "-n", str(k), "--threads", "1", "--json"])
+    run = lambda p, k: child_cpu([bin_, "run", model, "-p", p, "-n", str(k), "-c", str(N_CTX), "--threads", "1", "--json"])
     base = run("Hi", 1)
     pre = run(prompt, 1)
     full = run(prompt, N_GEN + 1)

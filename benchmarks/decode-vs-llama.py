@@ -9,12 +9,12 @@ numpy copy (bytes read + written per second, best of 5)."""
 import json, subprocess, sys, time
 import numpy as np
 
-from llama_timing import N_GEN, llama_speed
+from llama_timing import N_CTX, N_GEN, llama_speed
 
 def slm(bin_, model, threads, prompt):
     best_pp = best_tg = 0.0
     for _ in range(3):
-        out = subprocess.run([bin_, "run", model, "-p", prompt, "-n", str(N_GEN),
+        out = subprocess.run([bin_, "run", model, "-p", prompt, "-n", str(N_GEN), "-c", str(N_CTX),
                               "--threads", str(threads), "--json"],
                              capture_output=True, text=True, check=True)
         t = json.loads(out.stdout)["timings"]

@@ -7,12 +7,14 @@ import numpy as np
 # repetitive, so greedy decoding stays away from EOS on both sides
 PROMPT = ("The history of computing is a story of machines that count, sort and remember. " * 40)
 N_GEN = 128
+# the cache both sides run with: the 512-token prompt and N_GEN more, in llama.cpp's steps of 256
+N_CTX = 768
 
 
 def llama_speed(model, threads, clock=time.perf_counter):
     """(prompt text, prompt tokens, prefill t/s, decode t/s) of llama.cpp on `model`, time taken
     with `clock` (wall: time.perf_counter; CPU: time.process_time), best of 3."""
-    llm = llama_cpp.Llama(model_path=model, n_ctx=1024, n_threads=threads, n_threads_batch=threads,
+    llm = llama_cpp.Llama(model_path=model, n_ctx=N_CTX, n_threads=threads, n_threads_batch=threads,
                           n_batch=512, verbose=False)
     toks = llm.tokenize(PROMPT.encode(), add_bos=False)[:512]
     pp = tg = float("inf")

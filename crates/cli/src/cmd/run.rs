@@ -52,7 +52,8 @@ pub struct Args {
     /// Threads for the forward pass (default: all cores).
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
-    /// Context size in tokens (default: the model's training context, at most 4096).
+    /// Context size in tokens (default: what the prompt and `-n` need, in whole 256s, at most
+    /// the model's training context).
     #[arg(long = "ctx-size", short = 'c')]
     pub ctx_size: Option<usize>,
     /// Prompt tokens processed per batch.
@@ -172,10 +173,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let n_ctx = match a.ctx_size {
         Some(0) => bail!("`--ctx-size` must be at least 1"),
         Some(n) => n,
-        None => c
-            .n_ctx_train
-            .min(4096)
-            .max(prompt.len() + a.n_predict.min(4096)),
+        None => default_ctx(prompt.len() + a.n_predict.min(4096), c.n_ctx_train),
     };
 
     if a.verbose {
@@ -328,4 +326,28 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The cache a run needs for `need` tokens (the prompt and `-n`): `need` in llama.cpp's steps of
+/// 256 cells (so attention rows have the lengths llama.cpp gives them), at most the training
+/// context unless `need` is more. Each V row of the cache is `n_ctx` cells long and decode reads
+/// the first few hundred of each, so a larger cache only spreads those reads and costs memory.
+fn default_ctx(need: usize, n_ctx_train: usize) -> usize {
+    need.next_multiple_of(256).min(n_ctx_train).max(need)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_ctx;
+
+    #[test]
+    fn the_default_cache_holds_the_run_in_steps_of_256() {
+        assert_eq!(default_ctx(640, 8192), 768);
+        assert_eq!(default_ctx(1, 8192), 256);
+        assert_eq!(default_ctx(768, 8192), 768);
+        // never past the training context, unless the run needs more
+        assert_eq!(default_ctx(300, 512), 512);
+        assert_eq!(default_ctx(300, 400), 400);
+        assert_eq!(default_ctx(600, 512), 600);
+    }
 }
