@@ -139,16 +139,14 @@ pub(crate) fn rows_per_task(rows: usize, row_bytes: usize) -> usize {
     by_balance.max(by_size).min(rows.max(1))
 }
 
-/// Rows per task of a one-token product: one contiguous share per thread (as ggml splits a
-/// matrix-vector product), at least ~16 KiB of weights each. Each thread then streams one run of
-/// memory, which the hardware prefetcher follows from its start, and claims one task; with the
-/// ~16 tasks of [`rows_per_task`] each thread restarted a stream every ~20 KiB (two-thread decode
-/// of SmolLM2 measured 13-24% faster this way; 2, 4 and 8 shares per thread were slower,
-/// docs/performance.md).
-pub(crate) fn rows_per_decode_task(rows: usize, row_bytes: usize) -> usize {
-    let threads = crate::pool::threads().max(1);
-    let by_size = (16 * 1024usize).div_ceil(row_bytes.max(1));
-    rows.div_ceil(threads).max(by_size).min(rows.max(1))
+/// Units (rows, row tiles, row groups of `unit_bytes` each) per piece of a one-token product
+/// ([`crate::pool::for_each_share`]): about 8 KiB of weights. Each thread walks one contiguous
+/// share of pieces (as ggml splits a matrix-vector product: one run of memory, which the hardware
+/// prefetcher follows from its start; ~16 tasks handed out in turn restarted a stream every
+/// ~20 KiB and were 13-24% slower in two-thread decode, docs/performance.md), and the pieces let
+/// a thread that is done take over the end of a share that fell behind.
+pub(crate) fn decode_piece(unit_bytes: usize) -> usize {
+    (8 * 1024usize).div_ceil(unit_bytes.max(1))
 }
 
 /// `y = W x` for one token: `x.len() == w.cols`, `y.len() == w.rows`, with the kernels of
@@ -249,14 +247,12 @@ pub fn gemm_isa(isa: Isa, w: &Weights, xs: &[f32], n_tokens: usize, ys: &mut [f3
             return;
         }
         if n_tokens == 1 {
-            let chunk = rows_per_decode_task(rows, wrb);
             let out = SharedMut(ys.as_mut_ptr());
-            crate::pool::for_each(rows.div_ceil(chunk), |c| {
-                let r0 = c * chunk;
-                for r in r0..(r0 + chunk).min(rows) {
+            crate::pool::for_each_share(rows, decode_piece(wrb), |r0, r1| {
+                for r in r0..r1 {
                     let wr = &w.data[r * wrb..(r + 1) * wrb];
                     // SAFETY: both rows have their full byte lengths; the CPU runs `isa`; output
-                    // row r belongs to this chunk only and is inside `ys`.
+                    // row r belongs to this piece only and is inside `ys`.
                     unsafe { *out.at(r) = f(cols, wr.as_ptr(), act.as_ptr()) };
                 }
             });
@@ -545,18 +541,11 @@ impl Tiles {
         ys: &mut [f32],
     ) {
         let (rows, cols, wrb) = (w.rows, w.cols, w.row_bytes());
-        let chunk = if n_tokens == 1 {
-            rows_per_decode_task(rows, wrb)
-        } else {
-            rows_per_task(rows, wrb * n_tokens.min(8))
-        }
-        .next_multiple_of(self.mr);
-        let n_chunks = rows.div_ceil(chunk);
         let out = SharedMut(ys.as_mut_ptr());
-        let task = |c: usize| {
-            let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+        // rows r0..r1 of every token
+        let part = |r0: usize, r1: usize| {
             // SAFETY: rows r0..r1 have their full byte lengths and every token its activation
-            // row and scales; the outputs t * rows + r for r in r0..r1 belong to this chunk
+            // row and scales; the outputs t * rows + r for r in r0..r1 belong to this part
             // only; the CPU runs the kernels' instruction set (checked by the caller).
             unsafe {
                 self.rows(
@@ -571,6 +560,18 @@ impl Tiles {
                 )
             };
         };
-        crate::pool::for_each(n_chunks, task);
+        let mr = self.mr;
+        if n_tokens == 1 {
+            // in whole row tiles
+            let piece = decode_piece(wrb * mr);
+            crate::pool::for_each_share(rows.div_ceil(mr), piece, |t0, t1| {
+                part(t0 * mr, (t1 * mr).min(rows))
+            });
+        } else {
+            let chunk = rows_per_task(rows, wrb * n_tokens.min(8)).next_multiple_of(mr);
+            crate::pool::for_each(rows.div_ceil(chunk), |c| {
+                part(c * chunk, ((c + 1) * chunk).min(rows))
+            });
+        }
     }
 }

@@ -540,7 +540,7 @@ pub fn gemv_packed_many(ps: &[&Packed], x: &[f32], ys: &mut [&mut [f32]]) {
 }
 
 /// The products of [`gemv_packed_many`], activations prepared: the groups of all the matrices
-/// in one list, cut into one share of about equal bytes per thread.
+/// in one list, walked in one share per thread ([`crate::pool::for_each_share`]).
 #[cfg(target_arch = "x86_64")]
 fn many(ps: &[&Packed], a: &Acts, ys: &mut [&mut [f32]]) {
     use crate::pool::SharedMut;
@@ -549,21 +549,20 @@ fn many(ps: &[&Packed], a: &Acts, ys: &mut [&mut [f32]]) {
     for (o, y) in outs.iter_mut().zip(ys.iter_mut()) {
         *o = SharedMut(y.as_mut_ptr());
     }
-    let total: usize = ps.iter().map(|p| p.bytes()).sum();
-    let threads = crate::pool::threads().max(1);
-    let n_tasks = threads.min(ps.iter().map(|p| p.rows / GROUP).sum());
-    let task = |c: usize| {
-        let (from, to) = (total * c / n_tasks, total * (c + 1) / n_tasks);
-        let mut at = 0;
+    let total: usize = ps.iter().map(|p| p.rows / GROUP).sum();
+    let widest = ps.iter().map(|p| p.group_bytes()).max().unwrap_or(1);
+    // groups lo..hi of the list
+    let part = |lo: usize, hi: usize| {
+        let mut first = 0;
         for (i, p) in ps.iter().enumerate() {
+            let groups = p.rows / GROUP;
+            let (g0, g1) = (
+                lo.max(first) - first,
+                hi.min(first + groups).saturating_sub(first),
+            );
+            first += groups;
             let gbytes = p.group_bytes();
-            for g in 0..p.rows / GROUP {
-                // a group belongs to the share its first byte is in
-                let mine = at >= from && at < to;
-                at += gbytes;
-                if !mine {
-                    continue;
-                }
+            for g in g0..g1 {
                 let panel = Panel {
                     nb: a.nb,
                     w: p.data[g * gbytes..(g + 1) * gbytes].as_ptr(),
@@ -578,13 +577,13 @@ fn many(ps: &[&Packed], a: &Acts, ys: &mut [&mut [f32]]) {
                 };
                 // SAFETY: group g of matrix i has `gbytes` bytes; the token has its activation
                 // row, scales and corrections (prepared for every matrix's type); outputs
-                // 8 g .. 8 g + 8 of matrix i belong to this task only; the CPU runs the set
+                // 8 g .. 8 g + 8 of matrix i belong to this part only; the CPU runs the set
                 // (asserted by `gemv_packed_many`).
                 unsafe { crate::x86::packed::gemm(p.isa, p.ty, 1, true, panel) };
             }
         }
     };
-    crate::pool::for_each(n_tasks, task);
+    crate::pool::for_each_share(total, crate::matmul::decode_piece(widest), part);
 }
 
 /// The body of [`gemm_packed`]: activations prepared once, then parallel over row groups.
@@ -603,18 +602,15 @@ fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
     use crate::x86::packed::Panel;
     let groups = p.rows / GROUP;
     let gbytes = p.group_bytes();
-    let per = if n_tokens == 1 {
-        crate::matmul::rows_per_decode_task(groups, gbytes)
-    } else {
-        rows_per_task(groups, gbytes * n_tokens.min(8))
-    };
+    let per = rows_per_task(groups, gbytes * n_tokens.min(8));
     let out = SharedMut(ys.as_mut_ptr());
     let rows = p.rows;
     if n_tokens > 1 && lane_order(p.ty) {
         return lanes_batch(p, a, n_tokens, per, out);
     }
-    let task = |c: usize| {
-        for g in c * per..((c + 1) * per).min(groups) {
+    // groups g0..g1, every token
+    let part = |g0: usize, g1: usize| {
+        for g in g0..g1 {
             let mut t = 0;
             while t < n_tokens {
                 let n = (n_tokens - t).min(4);
@@ -640,8 +636,14 @@ fn products(p: &Packed, a: &Acts, n_tokens: usize, ys: &mut [f32]) {
             }
         }
     };
-    let n_tasks = groups.div_ceil(per);
-    crate::pool::for_each(n_tasks, task);
+    if n_tokens == 1 {
+        let piece = crate::matmul::decode_piece(gbytes);
+        crate::pool::for_each_share(groups, piece, part);
+    } else {
+        crate::pool::for_each(groups.div_ceil(per), |c| {
+            part(c * per, ((c + 1) * per).min(groups))
+        });
+    }
 }
 
 /// A batch against lane-order packed weights (Q4_1, Q5_0, Q5_1, Q8_0): each group is unpacked

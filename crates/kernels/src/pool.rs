@@ -153,7 +153,9 @@ fn run_task(sh: &Shared, f: &(dyn Fn(usize) + Sync), i: usize) {
 }
 
 fn worker(sh: &Shared) {
-    let mut seen = split(sh.counter.load(Ordering::Acquire)).0;
+    // generation 0 is the counter before any job: a job published before this thread got
+    // here (the pool's first) is one it has not seen, and it takes its share of it
+    let mut seen = 0;
     IN_TASK.with(|t| t.set(true));
     loop {
         let mut idle = Instant::now();
@@ -271,6 +273,72 @@ pub fn for_each(n: usize, f: impl Fn(usize) + Sync + Send) {
         Some(p) if n <= MAX_TASKS => p.run(n, &f),
         _ => (0..n).into_par_iter().for_each(f),
     }
+}
+
+/// At most this many shares in [`for_each_share`] (threads past this many sit its sections out).
+const MAX_SHARES: usize = 64;
+
+/// One share's remaining pieces `[front, back)`, `back << 32 | front`, alone on its cache line.
+#[repr(align(64))]
+struct Cursor(AtomicU64);
+
+impl Cursor {
+    /// Claims the front piece (`front == true`, the share's own thread) or the back one (a
+    /// thread done with its own share); `None` once the share is used up.
+    fn claim(&self, front: bool) -> Option<usize> {
+        let mut c = self.0.load(Ordering::Relaxed);
+        loop {
+            let (fr, bk) = (c & 0xffff_ffff, c >> 32);
+            if fr >= bk {
+                return None;
+            }
+            let (next, piece) = if front {
+                (c + 1, fr)
+            } else {
+                (c - (1 << 32), bk - 1)
+            };
+            match self
+                .0
+                .compare_exchange_weak(c, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(piece as usize),
+                Err(now) => c = now,
+            }
+        }
+    }
+}
+
+/// `f(lo, hi)` over `0..n` in pieces of at most `piece` items, in parallel with [`for_each`]:
+/// one contiguous share of pieces per thread, which its thread walks front to back (one run of
+/// memory the hardware prefetcher follows, as ggml splits a matrix-vector product), and a thread
+/// done with its own share takes the pieces left at the back of the others'. So a thread that
+/// falls behind (a vCPU the host paused, a slower memory stream) does not hold the others up
+/// at the end of the section. Each piece runs exactly once; no allocation.
+pub fn for_each_share(n: usize, piece: usize, f: impl Fn(usize, usize) + Sync + Send) {
+    let piece = piece.max(1);
+    let pieces = n.div_ceil(piece);
+    let shares = threads().clamp(1, MAX_SHARES).min(pieces);
+    if shares <= 1 || IN_TASK.with(|t| t.get()) {
+        if n > 0 {
+            f(0, n);
+        }
+        return;
+    }
+    let cursors: [Cursor; MAX_SHARES] = std::array::from_fn(|s| {
+        let (fr, bk) = (pieces * s / shares, pieces * (s + 1) / shares);
+        Cursor(AtomicU64::new(((bk as u64) << 32) | fr as u64))
+    });
+    let run = |p: usize| f(p * piece, ((p + 1) * piece).min(n));
+    for_each(shares, |s| {
+        while let Some(p) = cursors[s].claim(true) {
+            run(p);
+        }
+        for o in (1..shares).map(|k| (s + k) % shares) {
+            while let Some(p) = cursors[o].claim(false) {
+                run(p);
+            }
+        }
+    });
 }
 
 /// `f(i, row)` for each of the `data.len() / len` rows of `len` elements of `data`, in
@@ -418,5 +486,79 @@ mod tests {
                 assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
             })
         });
+    }
+
+    #[test]
+    fn a_new_pools_first_job_runs_on_every_thread() {
+        // its worker may start after the job is published, and must still take a task of it
+        for _ in 0..3 {
+            let pool = Pool::new(2);
+            let ran: Vec<Mutex<Option<std::thread::ThreadId>>> =
+                (0..2).map(|_| Mutex::new(None)).collect();
+            pool.run(2, &|i| {
+                if i == 0 {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                *ran[i].lock().unwrap() = Some(std::thread::current().id());
+            });
+            let (a, b) = (*ran[0].lock().unwrap(), *ran[1].lock().unwrap());
+            assert!(a.is_some() && a != b, "{a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn shares_cover_every_item_once_and_a_slow_share_is_taken_over() {
+        for threads in [1usize, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                hot(|| {
+                    for (n, piece) in [(0usize, 4usize), (1, 4), (7, 1), (100, 7), (1000, 16)] {
+                        let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                        for_each_share(n, piece, |lo, hi| {
+                            assert!(lo < hi && hi <= n, "{lo}..{hi} of {n}");
+                            assert!(hi - lo <= piece || threads == 1, "{lo}..{hi}");
+                            for h in &hits[lo..hi] {
+                                h.fetch_add(1, Ordering::Relaxed);
+                            }
+                        });
+                        assert!(
+                            hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                            "n={n} piece={piece} threads={threads}"
+                        );
+                    }
+                    if threads == 1 {
+                        return;
+                    }
+                    // the first share stalls on its first piece: the other threads take every
+                    // other piece of it, from its back, and its own thread runs only that one
+                    let who: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
+                    let ids = Mutex::new(Vec::new());
+                    for_each_share(64, 1, |lo, _| {
+                        if lo == 0 {
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        let me = std::thread::current().id();
+                        let mut ids = ids.lock().unwrap();
+                        let k = ids.iter().position(|&i| i == me).unwrap_or_else(|| {
+                            ids.push(me);
+                            ids.len() - 1
+                        });
+                        who[lo].store(k + 1, Ordering::Relaxed);
+                    });
+                    let owner = who[0].load(Ordering::Relaxed);
+                    let share0 = 64 / threads;
+                    assert!(
+                        (1..share0).all(|i| who[i].load(Ordering::Relaxed) != owner),
+                        "{:?}",
+                        who.iter()
+                            .map(|w| w.load(Ordering::Relaxed))
+                            .collect::<Vec<_>>()
+                    );
+                })
+            });
+        }
     }
 }
