@@ -217,6 +217,8 @@ fn grouped_dots_match_one_call_per_vector() {
     for isa in available_isas() {
         for (m, len, n, rows, stride) in [
             (3usize, 64usize, 64usize, 37usize, 192usize),
+            (2, 64, 64, 11, 200),
+            (3, 64, 64, 5, 64),
             (2, 128, 128, 17, 384),
             (3, 700, 768, 64, 1024),
             (2, 641, 641, 5, 700),
