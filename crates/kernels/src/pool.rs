@@ -315,7 +315,8 @@ impl Cursor {
 /// falls behind (a vCPU the host paused, a slower memory stream) does not hold the others up
 /// at the end of the section. Each piece runs exactly once; no allocation.
 pub fn for_each_share(n: usize, piece: usize, f: impl Fn(usize, usize) + Sync + Send) {
-    let piece = piece.max(1);
+    // piece indices live in 32 bits of a cursor
+    let piece = piece.max(1).max(n.div_ceil(u32::MAX as usize));
     let pieces = n.div_ceil(piece);
     let shares = threads().clamp(1, MAX_SHARES).min(pieces);
     if shares <= 1 || IN_TASK.with(|t| t.get()) {
