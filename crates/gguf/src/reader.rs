@@ -306,7 +306,7 @@ impl GgufFile {
                 return Err(GgufError::Truncated {
                     path: path.clone(),
                     what: format!("tensor `{}` data", t.name),
-                    offset: data_offset + t.offset,
+                    offset: data_offset.saturating_add(t.offset),
                     need: bytes,
                     len: file_len,
                 });

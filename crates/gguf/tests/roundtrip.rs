@@ -114,6 +114,24 @@ fn overlapping_tensors_are_rejected() {
 }
 
 #[test]
+fn a_tensor_offset_near_the_top_of_u64_is_an_error_not_a_panic() {
+    // found by `mutated_gguf_never_panics`: an (aligned) offset whose end fits in u64 but
+    // whose position in the file (after the header) does not
+    let d = tempfile::tempdir().unwrap();
+    let p = sample(d.path());
+    let mut bytes = std::fs::read(&p).unwrap();
+    let f = GgufFile::open(&p).unwrap();
+    let needle = f.tensor("b").unwrap().offset.to_le_bytes();
+    let pos = bytes.windows(8).rposition(|w| w == needle).unwrap();
+    bytes[pos..pos + 8].copy_from_slice(&(u64::MAX - 63).to_le_bytes());
+    let q = d.path().join("o.gguf");
+    std::fs::write(&q, &bytes).unwrap();
+    let e = GgufFile::open(&q).unwrap_err();
+    assert!(matches!(e, GgufError::Truncated { .. }), "{e}");
+    assert!(e.to_string().contains("`b`"), "{e}");
+}
+
+#[test]
 fn failed_producer_leaves_nothing() {
     let d = tempfile::tempdir().unwrap();
     let mut w = GgufWriter::new();
