@@ -96,19 +96,28 @@ fn hostile_counts_are_capped_before_allocating() {
     assert!(e.to_string().contains("hint:"));
 }
 
+/// [`sample`] with tensor `b`'s offset (the last 8 bytes of the header before padding) set to
+/// `offset`, written next to it.
+fn sample_with_offset_of_b(dir: &std::path::Path, offset: u64) -> std::path::PathBuf {
+    let p = sample(dir);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let needle = GgufFile::open(&p)
+        .unwrap()
+        .tensor("b")
+        .unwrap()
+        .offset
+        .to_le_bytes();
+    let pos = bytes.windows(8).rposition(|w| w == needle).unwrap();
+    bytes[pos..pos + 8].copy_from_slice(&offset.to_le_bytes());
+    let q = dir.join("o.gguf");
+    std::fs::write(&q, &bytes).unwrap();
+    q
+}
+
 #[test]
 fn overlapping_tensors_are_rejected() {
     let d = tempfile::tempdir().unwrap();
-    let p = sample(d.path());
-    let mut bytes = std::fs::read(&p).unwrap();
-    // the second tensor's offset is the last 8 bytes of the header before padding; find it
-    let f = GgufFile::open(&p).unwrap();
-    let off_b = f.tensor("b").unwrap().offset;
-    let needle = off_b.to_le_bytes();
-    let pos = bytes.windows(8).rposition(|w| w == needle).unwrap();
-    bytes[pos..pos + 8].copy_from_slice(&32u64.to_le_bytes());
-    let q = d.path().join("o.gguf");
-    std::fs::write(&q, &bytes).unwrap();
+    let q = sample_with_offset_of_b(d.path(), 32);
     let e = GgufFile::open(&q).unwrap_err().to_string();
     assert!(e.contains("overlaps"), "{e}");
 }
@@ -118,14 +127,7 @@ fn a_tensor_offset_near_the_top_of_u64_is_an_error_not_a_panic() {
     // found by `mutated_gguf_never_panics`: an (aligned) offset whose end fits in u64 but
     // whose position in the file (after the header) does not
     let d = tempfile::tempdir().unwrap();
-    let p = sample(d.path());
-    let mut bytes = std::fs::read(&p).unwrap();
-    let f = GgufFile::open(&p).unwrap();
-    let needle = f.tensor("b").unwrap().offset.to_le_bytes();
-    let pos = bytes.windows(8).rposition(|w| w == needle).unwrap();
-    bytes[pos..pos + 8].copy_from_slice(&(u64::MAX - 63).to_le_bytes());
-    let q = d.path().join("o.gguf");
-    std::fs::write(&q, &bytes).unwrap();
+    let q = sample_with_offset_of_b(d.path(), u64::MAX - 63);
     let e = GgufFile::open(&q).unwrap_err();
     assert!(matches!(e, GgufError::Truncated { .. }), "{e}");
     assert!(e.to_string().contains("`b`"), "{e}");
