@@ -1012,8 +1012,14 @@ mod avx2 {
         WIDE.with(|w| *w.borrow_mut() = wide);
     }
 
-    /// How many rows ahead [`group_rows`] prefetches.
-    const PF_ROWS: usize = 4;
+    /// How many rows ahead [`group_rows`] prefetches, rows `stride` elements apart: four, and
+    /// for short rows as many as make 2 KiB. Decode's K·Q reads a head's keys as one run of
+    /// 128-byte rows, where four rows (512 bytes) ahead is less than memory's latency covers;
+    /// 2 KiB ahead took one-thread K·Q from 0.62 to 0.55 ms a token (q4_0 SmolLM2, ~600
+    /// positions, docs/performance.md). V rows (a row of the cache each) stay at four.
+    fn pf_rows(stride: usize) -> usize {
+        (2048 / (2 * stride).max(1)).max(4)
+    }
 
     /// `M` widened vectors (`w`, `lw` apart, zero past `len` to whole groups) against `rows`
     /// rows of `b`, each product in `ggml_vec_dot_f16`'s order (four 8-lane accumulators over
@@ -1038,6 +1044,7 @@ mod avx2 {
         let np = n & !31;
         let full = np.min(len) & !31;
         let ends = np.min(len.div_ceil(32) * 32);
+        let pf = pf_rows(stride);
         // ggml's four accumulators of each vector's product with row `pb`
         let row = |pb: *const u16| {
             let mut acc = [[_mm256_setzero_ps(); 4]; M];
@@ -1045,7 +1052,7 @@ mod avx2 {
             while i < full {
                 // the same line a few rows on: rows are short and (V) far apart, too short for
                 // the hardware prefetcher to follow each from its start
-                _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(PF_ROWS * stride + i).cast());
+                _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(pf * stride + i).cast());
                 for k in 0..4 {
                     let y = full8!(pb, i + 8 * k, len);
                     for (h, acc) in acc.iter_mut().enumerate() {
