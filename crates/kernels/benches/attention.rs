@@ -2,6 +2,10 @@
 //! dimensions, 30 layers) at 800 cached positions, one thread: K·Q (each query head against
 //! every key, `vec::dots_f16_ggml_group_isa` over the three heads of a KV head) and P·V (the
 //! probabilities against every row of the transposed V cache), for every instruction set here.
+//! The cache is laid out as the runtime's (`slmpack_infer::session`): K by KV head
+//! (`[layer][head][position][dim]`, a head's keys one run of memory), V by dimension
+//! (`[layer][head][dim][position]`), 1024 cells (the 800 positions rounded up to llama.cpp's
+//! steps of 256, as `slmpack run` sizes it).
 //!
 //! `warm` runs the 30 layers back to back (their ~18 MB of K and V stay in cache); `cold` reads
 //! 64 MiB before each iteration, as the weights stream between layers in a real decode, so the
@@ -23,7 +27,7 @@ const HEAD: usize = 64;
 const KV_HEADS: usize = 3;
 const GROUP: usize = 3;
 const KV_DIM: usize = HEAD * KV_HEADS;
-const N_CTX: usize = 4096;
+const N_CTX: usize = 1024;
 const POSITIONS: usize = 800;
 /// llama.cpp's row of cells at 800 positions (padded to 256)
 const ROW_LEN: usize = 1024;
@@ -39,8 +43,8 @@ fn kq(isa: Isa, k: &[u16], q: &[u16], scores: &mut [f32]) {
                 HEAD,
                 GROUP,
                 HEAD,
-                &kl[h * HEAD..],
-                KV_DIM,
+                &kl[h * N_CTX * HEAD..],
+                HEAD,
                 HEAD,
                 &mut scores[h * GROUP * N_CTX..],
                 N_CTX,
