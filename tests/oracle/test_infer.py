@@ -5,16 +5,18 @@
 * SmolLM2-135M-Instruct (Q4_1, env SLMPACK_SMOLLM2, plus F16/Q8_0/Q4_0/Q4_K_M files requantized
   from it): tokenization identical to llama.cpp's, greedy continuations, the confidence of a
   greedy answer against llama-cpp-python's log-probabilities, and teacher-forced top-1
-  agreement over >= 1000 positions per weight type.
+  agreement over >= 1000 positions per weight type, and `benchmarks/agreement.py`'s report of it.
 """
 import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from conftest import run
+from conftest import ROOT, run, slmpack_bin
 
 try:
     import gguf
@@ -406,3 +408,18 @@ def test_smollm2_teacher_forced_top1_agreement(tmp_path, smollm2_variants, wtype
           f"bit-identical rows {exact}, mean |dlogit| {err.mean():.4f}, max {err.max():.3f}")
     assert agree >= TOP1_MIN[wtype], f"{wtype}: top-1 agreement {agree}"
     assert err.mean() <= 0.3
+
+
+def test_agreement_script_reports_slmpack_and_llama_cpp_identical(smollm2_variants):
+    # benchmarks/agreement.py compares llama.cpp builds (docs/performance.md, "Agreement with
+    # llama.cpp"); against the oracle build its table must show what the teacher-forced test
+    # above checks: every position's logits identical
+    model = smollm2_variants("q4_1")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "agreement.py"), slmpack_bin(),
+                          model, f"oracle={sys.executable}"],
+                         capture_output=True, text=True, check=True).stdout
+    print(out)
+    rows = [line for line in out.splitlines() if line.startswith("| slmpack | llama.cpp oracle |")]
+    assert len(rows) == 1, out
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[2] == "1.0000" and cells[3] == "1024 / 1024" and cells[4] == "0.0000", rows[0]
