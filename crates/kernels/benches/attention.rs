@@ -7,15 +7,19 @@
 //! (`[layer][head][dim][position]`), 1024 cells (the 800 positions rounded up to llama.cpp's
 //! steps of 256, as `slmpack run` sizes it).
 //!
+//! `step` is decode's whole sequence per layer on a cold cache, K·Q then P·V, with K·Q fetching
+//! the V columns of its keys into cache as it goes (`ahead`, as the runtime does since this
+//! benchmark's commit) or not (`plain`).
+//!
 //! `warm` runs the 30 layers back to back (their ~18 MB of K and V stay in cache); `cold` reads
 //! 64 MiB before each iteration, as the weights stream between layers in a real decode, so the
 //! cache lines come from memory (heap pages here; the runtime keeps its cache on huge pages).
-//! Throughput is bytes of K (or V) read per second.
+//! Throughput is bytes of K (or V) read per second (`step` reads both, twice the bytes counted).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use slmpack_kernels::vec::dots_f16_ggml_group_isa;
+use slmpack_kernels::vec::{dots_f16_ggml_group_isa, dots_f16_ggml_group_ptr, Ahead};
 use slmpack_kernels::{available_isas, Isa};
 
 #[path = "../tests/common/mod.rs"]
@@ -76,6 +80,65 @@ fn pv(isa: Isa, v: &[u16], p: &[u16], out: &mut [f32]) {
     }
 }
 
+/// Per layer, K·Q of the 9 heads then P·V, the runtime's decode attention without the
+/// softmax; with `ahead`, each K·Q call fetches the V columns of its keys.
+#[allow(clippy::too_many_arguments)]
+fn step(
+    isa: Isa,
+    k: &[u16],
+    v: &[u16],
+    q: &[u16],
+    p: &[u16],
+    scores: &mut [f32],
+    out: &mut [f32],
+    ahead: bool,
+) {
+    for l in 0..LAYERS {
+        let (kl, vl) = (&k[l * N_CTX * KV_DIM..], &v[l * N_CTX * KV_DIM..]);
+        for h in 0..KV_HEADS {
+            let fetch = if ahead {
+                Ahead::new(&vl[h * HEAD * N_CTX..], POSITIONS, N_CTX, HEAD)
+            } else {
+                Ahead::NONE
+            };
+            let s = &mut scores[h * GROUP * N_CTX..];
+            assert!(s.len() >= (GROUP - 1) * N_CTX + POSITIONS);
+            // SAFETY: the outputs are inside `s` (checked above), borrowed mutably
+            unsafe {
+                dots_f16_ggml_group_ptr(
+                    isa,
+                    &q[h * GROUP * HEAD..],
+                    HEAD,
+                    GROUP,
+                    HEAD,
+                    &kl[h * N_CTX * HEAD..],
+                    HEAD,
+                    HEAD,
+                    s.as_mut_ptr(),
+                    N_CTX,
+                    POSITIONS,
+                    fetch,
+                )
+            };
+        }
+        for h in 0..KV_HEADS {
+            dots_f16_ggml_group_isa(
+                isa,
+                &p[h * GROUP * N_CTX..],
+                N_CTX,
+                GROUP,
+                POSITIONS,
+                &vl[h * HEAD * N_CTX..],
+                N_CTX,
+                ROW_LEN,
+                &mut out[h * GROUP * HEAD..],
+                HEAD,
+                HEAD,
+            );
+        }
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let k = f16s(&values(LAYERS * N_CTX * KV_DIM, 1, 0.5));
     let v = f16s(&values(LAYERS * N_CTX * KV_DIM, 2, 0.5));
@@ -117,6 +180,15 @@ fn bench(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
+        for (label, ahead) in [("plain", false), ("ahead", true)] {
+            g.bench_function(format!("step/{name}/cold/{label}"), |b| {
+                b.iter_batched(
+                    &mut evict,
+                    |_| step(isa, black_box(&k), &v, &q, &p, &mut scores, &mut out, ahead),
+                    BatchSize::PerIteration,
+                )
+            });
+        }
     }
     g.finish();
 }

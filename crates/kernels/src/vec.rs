@@ -316,6 +316,131 @@ pub fn dots_f16_ggml_isa(isa: Isa, a: &[u16], b: &[u16], stride: usize, n: usize
     }
 }
 
+/// Cache lines that a later step of the caller reads, fetched while a product runs so that the
+/// step finds them in cache: `count` runs of `len` f16 elements, `stride` apart, from the start
+/// of `data`. Decode attention fetches a layer's V rows while its K·Q runs: K·Q is mostly
+/// arithmetic, so the memory bus has room to fill the cache for P·V, which then waits on
+/// nothing (docs/performance.md). Only a hint: on
+/// x86 `prefetcht1` (into L2: `prefetcht0` filled the small L1 and slowed K·Q by half),
+/// spread evenly over the product's rows; nothing elsewhere.
+#[derive(Clone, Copy, Debug)]
+pub struct Ahead<'s> {
+    data: &'s [u16],
+    len: usize,
+    stride: usize,
+    count: usize,
+}
+
+impl<'s> Ahead<'s> {
+    /// Nothing to fetch.
+    pub const NONE: Ahead<'static> = Ahead {
+        data: &[],
+        len: 0,
+        stride: 0,
+        count: 0,
+    };
+
+    /// `count` runs of `len` elements of `data`, `stride` apart.
+    ///
+    /// # Panics
+    /// If the last run ends past `data`.
+    pub fn new(data: &'s [u16], len: usize, stride: usize, count: usize) -> Self {
+        if count > 0 && len > 0 {
+            assert!(
+                (count - 1) * stride + len <= data.len(),
+                "{count} runs of {len} elements {stride} apart do not fit in {}",
+                data.len()
+            );
+        }
+        Ahead {
+            data,
+            len,
+            stride,
+            count,
+        }
+    }
+}
+
+/// Where [`Ahead`]'s next line is, and how many lines go with each row of a product.
+struct AheadCursor {
+    p: *const u16,
+    len: usize,
+    stride: usize,
+    /// lines issued per run: one per 32 elements (64 bytes) and one at the run's last element,
+    /// for runs that do not start on a line
+    per_run: usize,
+    run: usize,
+    k: usize,
+    left: usize,
+    step: usize,
+}
+
+impl AheadCursor {
+    fn new(a: &Ahead, rows: usize) -> Self {
+        let per_run = if a.len == 0 {
+            0
+        } else {
+            a.len.div_ceil(32) + 1
+        };
+        let left = per_run * a.count;
+        AheadCursor {
+            p: a.data.as_ptr(),
+            len: a.len,
+            stride: a.stride,
+            per_run,
+            run: 0,
+            k: 0,
+            left,
+            step: left.div_ceil(rows.max(1)),
+        }
+    }
+
+    /// Hands up to `n` more lines to `f`, as offsets (in elements) into the array.
+    #[inline(always)]
+    fn issue_with(&mut self, n: usize, mut f: impl FnMut(usize)) {
+        for _ in 0..n.min(self.left) {
+            f(self.run * self.stride + (self.k * 32).min(self.len - 1));
+            self.k += 1;
+            if self.k == self.per_run {
+                self.k = 0;
+                self.run += 1;
+            }
+            self.left -= 1;
+        }
+    }
+
+    /// Fetches up to `n` more lines.
+    #[inline(always)]
+    fn issue(&mut self, n: usize) {
+        let p = self.p;
+        self.issue_with(n, |at| prefetch(p.wrapping_add(at)))
+    }
+
+    /// The lines that go with one row of the product.
+    #[inline(always)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn row(&mut self) {
+        self.issue(self.step)
+    }
+
+    /// Every line not issued yet.
+    fn rest(&mut self) {
+        self.issue(self.left)
+    }
+}
+
+/// A hint to bring the line holding `p` into cache (`p` is inside an [`Ahead`]'s array).
+#[inline(always)]
+fn prefetch(p: *const u16) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing and cannot fault; SSE is part of x86_64
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// `out[i * ldo + r]` = [`dots_f16_ggml`] of vector `i` (`a[i * lda..][..len]`) with row `r` of
 /// `b` (`rows` rows, `stride` apart), for `i < m`: the query heads that share a KV head in
 /// attention, against the same keys (or the same V rows). The same bits as one
@@ -359,12 +484,13 @@ pub fn dots_f16_ggml_group_isa(
             out.as_mut_ptr(),
             ldo,
             rows,
+            Ahead::NONE,
         )
     }
 }
 
 /// [`dots_f16_ggml_group_isa`] writing through a pointer, for callers whose tasks share one
-/// output array (each writing its own elements).
+/// output array (each writing its own elements), fetching `ahead`'s lines into cache as it goes.
 ///
 /// # Safety
 /// `out.add(i * ldo + r)` for `i < m`, `r < rows` must be valid for writes and not accessed by
@@ -385,8 +511,11 @@ pub unsafe fn dots_f16_ggml_group_ptr(
     out: *mut f32,
     ldo: usize,
     rows: usize,
+    ahead: Ahead,
 ) {
+    let mut cur = AheadCursor::new(&ahead, rows);
     if m == 0 || rows == 0 {
+        cur.rest();
         return;
     }
     assert!(
@@ -400,7 +529,11 @@ pub unsafe fn dots_f16_ggml_group_ptr(
     if isa.is_x86() {
         // SAFETY: checked by `usable`; every vector and row is in bounds (checked above), the
         // outputs by the caller
-        unsafe { avx2::dots_f16_ggml_group(a, lda, m, len, b, stride, n, out, ldo, rows) };
+        let zmm = matches!(isa, Isa::Avx512 | Isa::Avx512Vnni);
+        unsafe {
+            avx2::dots_f16_ggml_group(zmm, a, lda, m, len, b, stride, n, out, ldo, rows, &mut cur)
+        };
+        cur.rest();
         return;
     }
     for i in 0..m {
@@ -811,7 +944,7 @@ mod avx2 {
     /// in `out[..len - from]`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tail_products(
+    pub(super) unsafe fn tail_products(
         a: *const u16,
         b: *const u16,
         from: usize,
@@ -953,10 +1086,12 @@ mod avx2 {
     }
 
     /// [`super::dots_f16_ggml_group_isa`]: the vectors widened once, then two or three of them at a
-    /// time against each row (one vector alone takes the two-row [`dots_f16_ggml`]).
+    /// time against each row (one vector alone takes the two-row [`dots_f16_ggml`]); with `zmm`
+    /// (AVX-512 F/BW/VL present) the rows go through [`super::avx512::group_rows`].
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dots_f16_ggml_group(
+        zmm: bool,
         a: &[u16],
         lda: usize,
         m: usize,
@@ -967,6 +1102,7 @@ mod avx2 {
         out: *mut f32,
         ldo: usize,
         rows: usize,
+        cur: &mut super::AheadCursor,
     ) {
         let np = n & !31;
         let ends = np.min(len.div_ceil(32) * 32);
@@ -996,9 +1132,16 @@ mod avx2 {
             let pa = a.as_ptr().add(i * lda);
             let pw = wide.as_ptr().add(i * lw);
             let po = out.add(i * ldo);
+            let pb = b.as_ptr();
             match g {
-                3 => group_rows::<3>(pw, lw, pa, lda, len, b.as_ptr(), stride, n, po, ldo, rows),
-                2 => group_rows::<2>(pw, lw, pa, lda, len, b.as_ptr(), stride, n, po, ldo, rows),
+                3 if zmm => super::avx512::group_rows::<3>(
+                    pw, lw, pa, lda, len, pb, stride, n, po, ldo, rows, cur,
+                ),
+                2 if zmm => super::avx512::group_rows::<2>(
+                    pw, lw, pa, lda, len, pb, stride, n, po, ldo, rows, cur,
+                ),
+                3 => group_rows::<3>(pw, lw, pa, lda, len, pb, stride, n, po, ldo, rows, cur),
+                2 => group_rows::<2>(pw, lw, pa, lda, len, pb, stride, n, po, ldo, rows, cur),
                 _ => dots_f16_ggml(
                     &a[i * lda..i * lda + len],
                     b,
@@ -1017,7 +1160,7 @@ mod avx2 {
     /// 128-byte rows, where four rows (512 bytes) ahead is less than memory's latency covers;
     /// 2 KiB ahead took one-thread K·Q from 0.62 to 0.55 ms a token (q4_0 SmolLM2, ~600
     /// positions, docs/performance.md). V rows (a row of the cache each) stay at four.
-    fn pf_rows(stride: usize) -> usize {
+    pub(super) fn pf_rows(stride: usize) -> usize {
         (2048 / (2 * stride).max(1)).max(4)
     }
 
@@ -1040,6 +1183,7 @@ mod avx2 {
         out: *mut f32,
         ldo: usize,
         rows: usize,
+        cur: &mut super::AheadCursor,
     ) {
         let np = n & !31;
         let full = np.min(len) & !31;
@@ -1080,6 +1224,7 @@ mod avx2 {
             while r + 8 <= rows {
                 let mut x0 = [[_mm256_setzero_ps(); 8]; M];
                 for j in 0..8 {
+                    cur.row();
                     let acc = row(b.add((r + j) * stride));
                     for (x0, a) in x0.iter_mut().zip(&acc) {
                         x0[j] = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
@@ -1092,6 +1237,7 @@ mod avx2 {
             }
         }
         for r in r..rows {
+            cur.row();
             let pb = b.add(r * stride);
             let acc = row(pb);
             for (h, acc) in acc.iter().enumerate() {
@@ -1114,7 +1260,7 @@ mod avx2 {
     /// of eight times five.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn reduce8_hadd(v: &[__m256; 8]) -> __m256 {
+    pub(super) unsafe fn reduce8_hadd(v: &[__m256; 8]) -> __m256 {
         // lanes 0-3: t of v[k]; lanes 4-7: t of v[k + 4]
         let t: [__m256; 4] = std::array::from_fn(|k| {
             _mm256_add_ps(
@@ -1221,5 +1367,199 @@ mod avx2 {
             acc = _mm256_fmadd_ps(x, y, acc);
         }
         hsum(acc)
+    }
+}
+
+/// AVX-512 forms of the attention products that keep ggml's AVX2 summation order: a 16-lane
+/// register holds two of `ggml_vec_dot_f16`'s four 8-lane accumulators side by side (elements
+/// `i..i + 16` of a group of 32 are accumulators 0 and 1, `i + 16..i + 32` accumulators 2 and
+/// 3), so every lane adds the same products in the same order as on AVX2, with half the
+/// conversions and multiply-adds.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::avx2::{pf_rows, reduce8_hadd, tail_products};
+    use std::arch::x86_64::*;
+
+    /// Sixteen f16 values from `p[i..]` as f32 (all sixteen in bounds).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    unsafe fn full16(p: *const u16, i: usize) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p.add(i).cast()))
+    }
+
+    /// Sixteen f16 values from `p[i..]` as f32, zero at `len` and past it (a masked load, which
+    /// reads nothing past `len`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    unsafe fn pad16(p: *const u16, i: usize, len: usize) -> __m512 {
+        let k = len.saturating_sub(i).min(16);
+        let mask = ((1u32 << k) - 1) as __mmask16;
+        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p.add(i).cast()))
+    }
+
+    /// ggml's `(a0 + a2) + (a1 + a3)` of the four 8-lane accumulators held as `(a0 | a1)` and
+    /// `(a2 | a3)`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    unsafe fn fold(acc: [__m512; 2]) -> __m256 {
+        let s = _mm512_add_ps(acc[0], acc[1]);
+        _mm256_add_ps(
+            _mm512_castps512_ps256(s),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s))),
+        )
+    }
+
+    /// The last steps of [`crate::x86::reduce4_hadd`] on its `x0`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn hadd_x0(x0: __m256) -> f32 {
+        let t0 = _mm_add_ps(_mm256_castps256_ps128(x0), _mm256_extractf128_ps::<1>(x0));
+        let t1 = _mm_hadd_ps(t0, t0);
+        _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
+    }
+
+    /// [`super::avx2`]'s `group_rows` on 16-lane registers, bit for bit the same results: `M`
+    /// widened vectors (`w`, `lw` apart, zero past `len` to whole groups) against `rows` rows
+    /// of `b`, each product in `ggml_vec_dot_f16`'s order.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL, AVX2, FMA and F16C must be present; `w` must hold `M` vectors of
+    /// `lw >= min(n & !31, len rounded up to 32)` f32, `a` (the same vectors as f16, `lda` apart)
+    /// `len` elements each, `b` `rows` rows of `len` elements `stride` apart, and
+    /// `out.add(h * ldo + r)` must be writable for `h < M`, `r < rows`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn group_rows<const M: usize>(
+        w: *const f32,
+        lw: usize,
+        a: *const u16,
+        lda: usize,
+        len: usize,
+        b: *const u16,
+        stride: usize,
+        n: usize,
+        out: *mut f32,
+        ldo: usize,
+        rows: usize,
+        cur: &mut super::AheadCursor,
+    ) {
+        let np = n & !31;
+        let full = np.min(len) & !31;
+        let ends = np.min(len.div_ceil(32) * 32);
+        let pf = pf_rows(stride);
+        let row = |pb: *const u16| {
+            let mut acc = [[_mm512_setzero_ps(); 2]; M];
+            let mut i = 0;
+            while i < full {
+                _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(pf * stride + i).cast());
+                let y = [full16(pb, i), full16(pb, i + 16)];
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    for k in 0..2 {
+                        let x = _mm512_loadu_ps(w.add(h * lw + i + 16 * k));
+                        acc[k] = _mm512_fmadd_ps(x, y[k], acc[k]);
+                    }
+                }
+                i += 32;
+            }
+            if i < ends {
+                let y = [pad16(pb, i, len), pad16(pb, i + 16, len)];
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    for k in 0..2 {
+                        let x = _mm512_loadu_ps(w.add(h * lw + i + 16 * k));
+                        acc[k] = _mm512_fmadd_ps(x, y[k], acc[k]);
+                    }
+                }
+            }
+            acc
+        };
+        let mut r = 0;
+        if np >= len && full == len {
+            // whole groups only (K·Q): eight rows at a time, their horizontal sums together
+            while r + 8 <= rows {
+                let mut x0 = [[_mm256_setzero_ps(); 8]; M];
+                for j in 0..8 {
+                    cur.row();
+                    let acc = row(b.add((r + j) * stride));
+                    for (x0, a) in x0.iter_mut().zip(acc) {
+                        x0[j] = fold(a);
+                    }
+                }
+                for (h, x0) in x0.iter().enumerate() {
+                    _mm256_storeu_ps(out.add(h * ldo + r), reduce8_hadd(x0));
+                }
+                r += 8;
+            }
+        }
+        for r in r..rows {
+            cur.row();
+            let pb = b.add(r * stride);
+            let acc = row(pb);
+            for (h, acc) in acc.into_iter().enumerate() {
+                let mut s = hadd_x0(fold(acc)) as f64;
+                if np < len {
+                    let mut t = [0f32; 32];
+                    tail_products(a.add(h * lda), pb, np, len, &mut t);
+                    for &v in &t[..len - np] {
+                        s += v as f64;
+                    }
+                }
+                *out.add(h * ldo + r) = s as f32;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ahead, AheadCursor};
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn ahead_fetches_every_line_of_every_run_spread_over_the_rows() {
+        // (len, stride, count, rows, start): decode's V columns (128 keys of 64 V rows), one
+        // long run, short runs that start inside a line, one row for everything
+        for (len, stride, count, rows, start) in [
+            (128usize, 768usize, 64usize, 128usize, 0usize),
+            (610, 0, 1, 16, 5),
+            (5, 9, 3, 2, 3),
+            (33, 40, 7, 1, 31),
+            (1, 1, 50, 7, 17),
+        ] {
+            let data = vec![0u16; start + (count - 1) * stride + len];
+            let runs = &data[start..];
+            let ahead = Ahead::new(runs, len, stride, count);
+            let mut cur = AheadCursor::new(&ahead, rows);
+            let mut offsets = Vec::new();
+            for _ in 0..rows {
+                let (before, step) = (offsets.len(), cur.step);
+                cur.issue_with(step, |at| offsets.push(at));
+                assert!(offsets.len() - before <= step);
+            }
+            assert_eq!(
+                cur.left, 0,
+                "len={len} count={count}: lines left after the rows"
+            );
+            let line = |at: usize| (runs.as_ptr() as usize + 2 * at) / 64;
+            let fetched: BTreeSet<usize> = offsets.iter().map(|&at| line(at)).collect();
+            for &at in &offsets {
+                assert!(at < runs.len(), "offset {at} past the array");
+            }
+            for r in 0..count {
+                for e in 0..len {
+                    let at = r * stride + e;
+                    assert!(
+                        fetched.contains(&line(at)),
+                        "len={len} stride={stride}: element {e} of run {r} not fetched"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "do not fit")]
+    fn ahead_refuses_runs_past_the_array() {
+        let data = [0u16; 100];
+        Ahead::new(&data, 11, 30, 4);
     }
 }
