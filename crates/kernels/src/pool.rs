@@ -534,12 +534,20 @@ mod tests {
                         return;
                     }
                     // the first share stalls on its first piece: the other threads take every
-                    // other piece of it, from its back, and its own thread runs only that one
+                    // other piece of it, from its back, and its own thread runs only that one.
+                    // The stalled piece waits until the other 63 are done (or 30 s pass, when
+                    // nothing took them over), so a slow or loaded host (QEMU) cannot fail it.
                     let who: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
                     let ids = Mutex::new(Vec::new());
+                    let done = AtomicUsize::new(0);
                     for_each_share(64, 1, |lo, _| {
                         if lo == 0 {
-                            std::thread::sleep(Duration::from_millis(200));
+                            let t0 = std::time::Instant::now();
+                            while done.load(Ordering::Acquire) < 63
+                                && t0.elapsed() < Duration::from_secs(30)
+                            {
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
                         }
                         let me = std::thread::current().id();
                         let mut ids = ids.lock().unwrap();
@@ -548,6 +556,7 @@ mod tests {
                             ids.len() - 1
                         });
                         who[lo].store(k + 1, Ordering::Relaxed);
+                        done.fetch_add(1, Ordering::Release);
                     });
                     let owner = who[0].load(Ordering::Relaxed);
                     let share0 = 64 / threads;
