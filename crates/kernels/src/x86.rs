@@ -23,24 +23,29 @@ pub(crate) trait Level {
     /// `vpdpbusd` (AVX-512 VNNI with VL) for products of unsigned and signed bytes summed in
     /// fours.
     const VNNI: bool;
+    /// AVX-512 F/BW/VL on 256-bit registers (`vpternlogd`).
+    const AVX512: bool;
 }
 
 /// AVX2, FMA and F16C.
 pub(crate) struct Avx2;
 impl Level for Avx2 {
     const VNNI: bool = false;
+    const AVX512: bool = false;
 }
 
 /// AVX2, FMA, F16C and AVX-512 F, BW, VL.
 pub(crate) struct Avx512;
 impl Level for Avx512 {
     const VNNI: bool = false;
+    const AVX512: bool = true;
 }
 
 /// [`Avx512`] and AVX-512 VNNI.
 pub(crate) struct Avx512Vnni;
 impl Level for Avx512Vnni {
     const VNNI: bool = true;
+    const AVX512: bool = true;
 }
 
 /// Defines, for a body trait `$tr` with method `$m`, one generic entry point per level that
@@ -190,6 +195,45 @@ pub(crate) unsafe fn mul_sum_us8_pairs<L: Level>(ax: __m256i, sy: __m256i) -> __
     } else {
         _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
     }
+}
+
+/// `acc` plus [`mul_sum_us8_pairs`]: on VNNI one `vpdpbusd` into `acc` (exact, as the sums
+/// are: no lane leaves i32), else the pairs' sums added to it.
+#[inline(always)]
+pub(crate) unsafe fn mul_sum_us8_pairs_acc<L: Level>(
+    acc: __m256i,
+    ax: __m256i,
+    sy: __m256i,
+) -> __m256i {
+    if L::VNNI {
+        dpbusd_acc(acc, ax, sy)
+    } else {
+        _mm256_add_epi32(acc, mul_sum_us8_pairs::<L>(ax, sy))
+    }
+}
+
+/// `vpdpbusd` into `acc`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dpbusd_acc(acc: __m256i, ax: __m256i, sy: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(acc, ax, sy)
+}
+
+/// `a | (b & c)`: one `vpternlogd` on AVX-512, else an and and an or.
+#[inline(always)]
+pub(crate) unsafe fn or_and<L: Level>(a: __m256i, b: __m256i, c: __m256i) -> __m256i {
+    if L::AVX512 {
+        ternlog_or_and(a, b, c)
+    } else {
+        _mm256_or_si256(a, _mm256_and_si256(b, c))
+    }
+}
+
+/// `a | (b & c)` in one `vpternlogd` (truth table 0xF8: set where `a`, or `b` and `c`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn ternlog_or_and(a: __m256i, b: __m256i, c: __m256i) -> __m256i {
+    _mm256_ternarylogic_epi32::<0xF8>(a, b, c)
 }
 
 /// [`mul_sum_us8_pairs`] as floats.

@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{entry_points, hsum_float_8, mul_sum_us8_pairs, Level};
+use super::{entry_points, hsum_float_8, mul_sum_us8_pairs, mul_sum_us8_pairs_acc, or_and, Level};
 use crate::{GgmlType, Isa};
 
 /// What one call multiplies: a packed group of eight rows against up to four tokens.
@@ -184,7 +184,10 @@ unsafe fn group_q4_k<L: Level, const N: usize, const ONCE: bool>(p: Panel) {
 /// element's fifth bit. A 16-bit shift moves bit `R` of every byte to bit 4 of the same byte (the
 /// shift is at most 4, so no bit that reaches bit 4 crosses a byte).
 #[inline(always)]
-unsafe fn lane_row<const R: usize, const HIGH: bool>(qs: __m256i, qh: __m256i) -> __m256i {
+unsafe fn lane_row<L: Level, const R: usize, const HIGH: bool>(
+    qs: __m256i,
+    qh: __m256i,
+) -> __m256i {
     let m4 = _mm256_set1_epi8(0x0F);
     let nib = if R.is_multiple_of(2) {
         _mm256_and_si256(qs, m4)
@@ -204,27 +207,28 @@ unsafe fn lane_row<const R: usize, const HIGH: bool>(qs: __m256i, qh: __m256i) -
         6 => _mm256_srli_epi16::<2>(qh),
         _ => _mm256_srli_epi16::<3>(qh),
     };
-    _mm256_or_si256(nib, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)))
+    or_and::<L>(nib, hb, _mm256_set1_epi8(0x10))
 }
 
 /// One step of [`group_lanes`]: row `R` (of pair `qs`) against activation `y`, as ggml's
 /// `vec_dot` adds one block: the quants' products summed in fours (for Q5_0 the unsigned quants'
-/// less `16 * sum(y)`, `off`: the same integers as the signed ones'), times `d_w * d_y` into the
-/// row's eight lanes.
+/// less `16 * sum(y)`, summed from `neg_off` = `-16 * sum(y)`: the same integers as the signed
+/// ones'), times `d_w * d_y` into the row's eight lanes.
 #[inline(always)]
 unsafe fn lane_step<L: Level, const R: usize, const MIN: bool, const HIGH: bool>(
     qs: __m256i,
     qh: __m256i,
     y: __m256i,
-    off: __m256i,
+    neg_off: __m256i,
     d: &[f32; 8],
     acc: &mut [__m256; 8],
 ) {
-    let q = lane_row::<R, HIGH>(qs, qh);
-    let mut sum = mul_sum_us8_pairs::<L>(q, y);
-    if !MIN {
-        sum = _mm256_sub_epi32(sum, off);
-    }
+    let q = lane_row::<L, R, HIGH>(qs, qh);
+    let sum = if MIN {
+        mul_sum_us8_pairs::<L>(q, y)
+    } else {
+        mul_sum_us8_pairs_acc::<L>(neg_off, q, y)
+    };
     acc[R] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[R]), _mm256_cvtepi32_ps(sum), acc[R]);
 }
 
@@ -276,10 +280,10 @@ unsafe fn group_lanes<L: Level, const MIN: bool, const HIGH: bool>(p: Panel) {
     for l in 0..p.nb {
         let b = p.w.add(l * gb);
         let y = _mm256_loadu_si256(p.a.add(l * ab + aq).cast());
-        let off = if MIN {
+        let neg_off = if MIN {
             _mm256_setzero_si256()
         } else {
-            mul_sum_us8_pairs::<L>(sixteen, y)
+            _mm256_sub_epi32(_mm256_setzero_si256(), mul_sum_us8_pairs::<L>(sixteen, y))
         };
         let mut d = [0f32; 8];
         let dd = _mm256_mul_ps(
@@ -287,6 +291,9 @@ unsafe fn group_lanes<L: Level, const MIN: bool, const HIGH: bool>(p: Panel) {
             _mm256_set1_ps(*p.d.add(l)),
         );
         _mm256_storeu_ps(d.as_mut_ptr(), dd);
+        // read back from memory, one broadcast load per row (which LLVM otherwise turns into
+        // two shuffles of `dd` for most rows)
+        let d = std::hint::black_box(&d);
         if MIN {
             let ms = _mm256_mul_ps(
                 _mm256_cvtph_ps(_mm_loadu_si128(b.add(16).cast())),
@@ -300,7 +307,7 @@ unsafe fn group_lanes<L: Level, const MIN: bool, const HIGH: bool>(p: Panel) {
             _mm256_setzero_si256()
         };
         each_row!(b, qs_at, |R, qs| lane_step::<L, R, MIN, HIGH>(
-            qs, qh, y, off, &d, &mut acc
+            qs, qh, y, neg_off, d, &mut acc
         ));
     }
     let mut m = [0f32; 8];
@@ -331,6 +338,8 @@ unsafe fn group_q8_0<L: Level>(p: Panel) {
             _mm256_set1_ps(*p.d.add(l)),
         );
         _mm256_storeu_ps(d.as_mut_ptr(), dd);
+        // one broadcast load per row (see `group_lanes`)
+        let d = std::hint::black_box(&d);
         for r in 0..8 {
             let q = _mm256_loadu_si256(b.add(16 + 32 * r).cast());
             let sum = mul_sum_us8_pairs::<L>(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
@@ -376,7 +385,7 @@ unsafe fn unpack_lanes<L: Level, const MIN: bool, const HIGH: bool>(
             let q = if MIN { q } else { _mm256_sub_epi8(q, sixteen) };
             _mm256_storeu_si256(o.add(head).cast(), q);
         };
-        each_row!(b, qs_at, |R, qs| put(R, lane_row::<R, HIGH>(qs, qh)));
+        each_row!(b, qs_at, |R, qs| put(R, lane_row::<L, R, HIGH>(qs, qh)));
     }
 }
 
