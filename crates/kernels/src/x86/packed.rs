@@ -340,9 +340,22 @@ unsafe fn group_q8_0<L: Level>(p: Panel) {
         _mm256_storeu_ps(d.as_mut_ptr(), dd);
         // one broadcast load per row (see `group_lanes`)
         let d = std::hint::black_box(&d);
+        // VNNI: `q * y` = `(q + 128) * y - 128 * y`, the unsigned `q + 128` (`q ^ 0x80`) into
+        // one `vpdpbusd` that starts from `-128 * sum(y)` (the same exact i32 sums as the signs)
+        let neg = if L::VNNI {
+            let s = mul_sum_us8_pairs::<L>(_mm256_set1_epi8(-128), y);
+            _mm256_sub_epi32(_mm256_setzero_si256(), s)
+        } else {
+            _mm256_setzero_si256()
+        };
         for r in 0..8 {
             let q = _mm256_loadu_si256(b.add(16 + 32 * r).cast());
-            let sum = mul_sum_us8_pairs::<L>(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+            let sum = if L::VNNI {
+                let u = _mm256_xor_si256(q, _mm256_set1_epi8(-128));
+                mul_sum_us8_pairs_acc::<L>(neg, u, y)
+            } else {
+                mul_sum_us8_pairs::<L>(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q))
+            };
             acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[r]), _mm256_cvtepi32_ps(sum), acc[r]);
         }
     }
