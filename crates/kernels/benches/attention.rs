@@ -36,12 +36,19 @@ const POSITIONS: usize = 800;
 /// llama.cpp's row of cells at 800 positions (padded to 256)
 const ROW_LEN: usize = 1024;
 
-/// K·Q of every layer: scores of the 9 heads against `POSITIONS` keys.
-fn kq(isa: Isa, k: &[u16], q: &[u16], scores: &mut [f32]) {
-    for l in 0..LAYERS {
-        let kl = &k[l * N_CTX * KV_DIM..];
-        for h in 0..KV_HEADS {
-            dots_f16_ggml_group_isa(
+/// K·Q of one layer (`kl`, its keys): scores of the 9 heads against `POSITIONS` keys; with
+/// `v` (the layer's V rows), each call also fetches the V columns of its keys, as the runtime.
+fn kq_layer(isa: Isa, kl: &[u16], q: &[u16], scores: &mut [f32], v: Option<&[u16]>) {
+    for h in 0..KV_HEADS {
+        let fetch = match v {
+            Some(vl) => Ahead::new(&vl[h * HEAD * N_CTX..], POSITIONS, N_CTX, HEAD),
+            None => Ahead::NONE,
+        };
+        let s = &mut scores[h * GROUP * N_CTX..];
+        assert!(s.len() >= (GROUP - 1) * N_CTX + POSITIONS);
+        // SAFETY: the outputs are inside `s` (checked above), borrowed mutably
+        unsafe {
+            dots_f16_ggml_group_ptr(
                 isa,
                 &q[h * GROUP * HEAD..],
                 HEAD,
@@ -50,33 +57,50 @@ fn kq(isa: Isa, k: &[u16], q: &[u16], scores: &mut [f32]) {
                 &kl[h * N_CTX * HEAD..],
                 HEAD,
                 HEAD,
-                &mut scores[h * GROUP * N_CTX..],
+                s.as_mut_ptr(),
                 N_CTX,
                 POSITIONS,
-            );
-        }
+                fetch,
+            )
+        };
     }
 }
 
-/// P·V of every layer: the 9 heads' outputs from `POSITIONS` probabilities.
+/// P·V of one layer (`vl`, its V rows): the 9 heads' outputs from `POSITIONS` probabilities.
+fn pv_layer(isa: Isa, vl: &[u16], p: &[u16], out: &mut [f32]) {
+    for h in 0..KV_HEADS {
+        dots_f16_ggml_group_isa(
+            isa,
+            &p[h * GROUP * N_CTX..],
+            N_CTX,
+            GROUP,
+            POSITIONS,
+            &vl[h * HEAD * N_CTX..],
+            N_CTX,
+            ROW_LEN,
+            &mut out[h * GROUP * HEAD..],
+            HEAD,
+            HEAD,
+        );
+    }
+}
+
+/// Layer `l`'s slice of a cache.
+fn layer(c: &[u16], l: usize) -> &[u16] {
+    &c[l * N_CTX * KV_DIM..]
+}
+
+/// K·Q of every layer.
+fn kq(isa: Isa, k: &[u16], q: &[u16], scores: &mut [f32]) {
+    for l in 0..LAYERS {
+        kq_layer(isa, layer(k, l), q, scores, None);
+    }
+}
+
+/// P·V of every layer.
 fn pv(isa: Isa, v: &[u16], p: &[u16], out: &mut [f32]) {
     for l in 0..LAYERS {
-        let vl = &v[l * N_CTX * KV_DIM..];
-        for h in 0..KV_HEADS {
-            dots_f16_ggml_group_isa(
-                isa,
-                &p[h * GROUP * N_CTX..],
-                N_CTX,
-                GROUP,
-                POSITIONS,
-                &vl[h * HEAD * N_CTX..],
-                N_CTX,
-                ROW_LEN,
-                &mut out[h * GROUP * HEAD..],
-                HEAD,
-                HEAD,
-            );
-        }
+        pv_layer(isa, layer(v, l), p, out);
     }
 }
 
@@ -94,48 +118,9 @@ fn step(
     ahead: bool,
 ) {
     for l in 0..LAYERS {
-        let (kl, vl) = (&k[l * N_CTX * KV_DIM..], &v[l * N_CTX * KV_DIM..]);
-        for h in 0..KV_HEADS {
-            let fetch = if ahead {
-                Ahead::new(&vl[h * HEAD * N_CTX..], POSITIONS, N_CTX, HEAD)
-            } else {
-                Ahead::NONE
-            };
-            let s = &mut scores[h * GROUP * N_CTX..];
-            assert!(s.len() >= (GROUP - 1) * N_CTX + POSITIONS);
-            // SAFETY: the outputs are inside `s` (checked above), borrowed mutably
-            unsafe {
-                dots_f16_ggml_group_ptr(
-                    isa,
-                    &q[h * GROUP * HEAD..],
-                    HEAD,
-                    GROUP,
-                    HEAD,
-                    &kl[h * N_CTX * HEAD..],
-                    HEAD,
-                    HEAD,
-                    s.as_mut_ptr(),
-                    N_CTX,
-                    POSITIONS,
-                    fetch,
-                )
-            };
-        }
-        for h in 0..KV_HEADS {
-            dots_f16_ggml_group_isa(
-                isa,
-                &p[h * GROUP * N_CTX..],
-                N_CTX,
-                GROUP,
-                POSITIONS,
-                &vl[h * HEAD * N_CTX..],
-                N_CTX,
-                ROW_LEN,
-                &mut out[h * GROUP * HEAD..],
-                HEAD,
-                HEAD,
-            );
-        }
+        let vl = layer(v, l);
+        kq_layer(isa, layer(k, l), q, scores, ahead.then_some(vl));
+        pv_layer(isa, vl, p, out);
     }
 }
 
