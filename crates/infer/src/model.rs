@@ -1,7 +1,6 @@
 //! A llama-family model read from a GGUF: hyperparameters from `llama.*` metadata, weights left
 //! in the memory-mapped file in their GGUF type.
 
-use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 use slmpack_gguf::{GgmlType, GgufFile, TensorInfo};
@@ -356,7 +355,8 @@ fn repack<'a>(f: &GgufFile, output: &mut QTensor<'a>, layers: &mut [Layer<'a>]) 
     if std::env::var("SLMPACK_REPACK").is_ok_and(|v| v.trim() == "0") {
         return Ok(());
     }
-    let mut all: Vec<&mut QTensor<'a>> = vec![output];
+    // in the order a forward pass reads them: layer by layer, then the output
+    let mut all: Vec<&mut QTensor<'a>> = Vec::with_capacity(7 * layers.len() + 1);
     for l in layers.iter_mut() {
         all.extend([
             &mut l.wq,
@@ -368,27 +368,30 @@ fn repack<'a>(f: &GgufFile, output: &mut QTensor<'a>, layers: &mut [Layer<'a>]) 
             &mut l.w_down,
         ]);
     }
-    let isa = slmpack_kernels::isa();
-    all.into_par_iter()
-        .filter(|t| slmpack_kernels::packed::packs(isa, t.ty, t.rows))
-        .try_for_each(|t| {
-            let w = slmpack_kernels::Weights {
-                ty: t.ty,
-                rows: t.rows,
-                cols: t.cols,
-                data: t.data,
-            };
-            let p = slmpack_kernels::packed::pack(&w)
-                .map_err(|e| tensor_err(f.path(), t.name, e.to_string()))?;
-            if p.is_some() {
-                // the products read only the copy from now on: the file's pages of this matrix
-                // leave resident memory as soon as it is packed, so a repacked model does not
-                // hold its weights twice (peak: the file plus the matrices being packed)
-                f.release(t.data);
-            }
-            t.packed = p.map(std::sync::Arc::new);
-            Ok(())
+    all.push(output);
+    let ws: Vec<slmpack_kernels::Weights> = all
+        .iter()
+        .map(|t| slmpack_kernels::Weights {
+            ty: t.ty,
+            rows: t.rows,
+            cols: t.cols,
+            data: t.data,
         })
+        .collect();
+    for (t, w) in all.iter().zip(&ws) {
+        w.validate()
+            .map_err(|e| tensor_err(f.path(), t.name, e.to_string()))?;
+    }
+    // the products read only the copy from now on: the file's pages of a matrix leave resident
+    // memory as soon as it is packed, so a repacked model does not hold its weights twice
+    // (peak: the file plus the matrices being packed)
+    let isa = slmpack_kernels::isa();
+    let packed = slmpack_kernels::packed::pack_many(isa, &ws, |i| f.release(ws[i].data))
+        .map_err(|e| InferError::Invalid(format!("`{}`: {e}", f.path().display())))?;
+    for (t, p) in all.into_iter().zip(packed) {
+        t.packed = p.map(std::sync::Arc::new);
+    }
+    Ok(())
 }
 
 impl<'a> Model<'a> {

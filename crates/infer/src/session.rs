@@ -13,6 +13,7 @@ use slmpack_kernels::vec::{
 use crate::matmul::{matmul, matvec_many};
 use crate::model::Model;
 use crate::ops::{rms_norm, rope_cache, rope_norm};
+use slmpack_kernels::hugebuf::HugeBuf;
 use slmpack_kernels::pool::{for_each_row, for_each_row2, SharedMut};
 
 /// Default number of prompt tokens processed per batch.
@@ -516,52 +517,44 @@ impl<'m, 'a> Session<'m, 'a> {
     }
 }
 
-/// KV cache memory (f16 bits): anonymous pages with transparent huge pages asked for, all
-/// faulted in when the session is made (as llama.cpp clears its KV buffer when it makes a
-/// context), so page faults count in the load time, not in prefill. Decode attention reads
-/// every layer's cache each token, a few hundred bytes of each of thousands of K rows and V
-/// rows `n_ctx` elements apart: with 4 KiB pages nearly every V row is on a page of its own.
-/// With 2 MiB pages P·V ran 15-25% faster in a micro-benchmark of SmolLM2's decode attention at
-/// 800 positions (128 MiB read between layers, as the weights stream in decode); end to end
-/// (~5% of a token) the gain is inside this machine's run-to-run noise.
+/// KV cache memory (f16 bits): anonymous pages with transparent huge pages asked for
+/// ([`HugeBuf`]), all faulted in when the session is made (as llama.cpp clears its KV buffer
+/// when it makes a context), so page faults count in the load time, not in prefill. Decode
+/// attention reads every layer's cache each token, a few hundred bytes of each of thousands of
+/// K rows and V rows `n_ctx` elements apart: with 4 KiB pages nearly every V row is on a page of
+/// its own. With 2 MiB pages P·V ran 15-25% faster in a micro-benchmark of SmolLM2's decode
+/// attention at 800 positions (128 MiB read between layers, as the weights stream in decode);
+/// end to end (~5% of a token) the gain is inside this machine's run-to-run noise.
 struct KvBuf {
-    map: memmap2::MmapMut,
+    buf: HugeBuf,
     len: usize,
 }
 
 impl KvBuf {
     fn zeroed(len: usize) -> Result<KvBuf> {
-        let bytes = (2 * len).max(1);
-        let mut map = memmap2::MmapMut::map_anon(bytes).map_err(|e| {
+        let bytes = 2 * len;
+        let mut buf = HugeBuf::zeroed(bytes).map_err(|e| {
             InferError::Invalid(format!(
                 "cannot allocate the KV cache ({} MiB): {e}\n  hint: lower `--ctx-size`",
                 bytes >> 20
             ))
         })?;
-        // best effort: a kernel without transparent huge pages refuses the advice, and the
-        // cache then works on normal pages
-        #[cfg(target_os = "linux")]
-        let _ = map.advise(memmap2::Advice::HugePage);
-        for i in (0..bytes).step_by(4096) {
-            // SAFETY: i < bytes; a volatile write, so every page is really touched (the
-            // anonymous mapping is zero already)
-            unsafe { std::ptr::write_volatile(map.as_mut_ptr().add(i), 0) };
-        }
-        Ok(KvBuf { map, len })
+        buf.prefault();
+        Ok(KvBuf { buf, len })
     }
 }
 
 impl std::ops::Deref for KvBuf {
     type Target = [u16];
     fn deref(&self) -> &[u16] {
-        // the mapping is page-aligned and holds 2 * len bytes
-        &bytemuck::cast_slice(&self.map[..])[..self.len]
+        // the buffer is page-aligned and holds 2 * len bytes
+        &bytemuck::cast_slice(&self.buf[..])[..self.len]
     }
 }
 
 impl std::ops::DerefMut for KvBuf {
     fn deref_mut(&mut self) -> &mut [u16] {
-        &mut bytemuck::cast_slice_mut(&mut self.map[..])[..self.len]
+        &mut bytemuck::cast_slice_mut(&mut self.buf[..])[..self.len]
     }
 }
 

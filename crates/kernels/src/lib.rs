@@ -40,6 +40,7 @@ pub mod x86;
 
 mod matmul;
 pub use matmul::{gemm, gemm_isa, gemv, gemv_isa, KernelError, Weights};
+pub mod hugebuf;
 pub mod packed;
 pub mod pool;
 

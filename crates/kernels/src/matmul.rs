@@ -40,6 +40,14 @@ pub enum KernelError {
         /// Bytes given.
         got: usize,
     },
+    /// The memory for repacked weights could not be had.
+    #[error("cannot allocate {bytes} bytes for repacked weights: {reason}\n  hint: free memory, or set `SLMPACK_REPACK=0` to multiply the weights as they are in the file")]
+    Alloc {
+        /// Bytes asked for.
+        bytes: usize,
+        /// The system's error.
+        reason: String,
+    },
 }
 
 /// A weight matrix in its GGUF encoding: `rows` rows of `cols` elements (ggml's `ne[1]` and

@@ -224,3 +224,96 @@ fn products_of_several_matrices_together_give_each_ones_bits() {
     assert!(!can_share(&[&b, &c]));
     assert!(!can_share(&[&b, &b, &b, &b, &b]));
 }
+
+#[test]
+fn matrices_packed_together_give_the_bits_of_each_packed_alone() {
+    use slmpack_kernels::packed::pack_many;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use GgmlType::*;
+    let isa = [Isa::Avx512Vnni, Isa::Avx512, Isa::Avx2]
+        .into_iter()
+        .find(|i| i.usable());
+    // a mix as a forward pass reads it: packed types, a type the layout does not take (Q6_K),
+    // a row count that is not a whole number of groups, and a matrix of over 2 MiB
+    let shapes = [
+        (Q5_0, 64, 576),
+        (Q8_0, 24, 576),
+        (Q6_K, 16, 512),
+        (Q4_0, 12, 64),
+        (Q4_K, 16, 1536),
+        (Q4_1, 8, 96),
+        (Q8_0, 4096, 576),
+        (Q5_1, 40, 96),
+    ];
+    let quants: Vec<Vec<u8>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(ty, rows, cols))| {
+            let wf = values(rows * cols, 500 + i as u64, 1.0);
+            let mut wq = vec![0u8; rows * row_bytes(ty, cols)];
+            slmpack_quant::quantize(ty, &wf, cols, &mut wq).unwrap();
+            wq
+        })
+        .collect();
+    let ws: Vec<Weights> = shapes
+        .iter()
+        .zip(&quants)
+        .map(|(&(ty, rows, cols), q)| Weights::new(ty, rows, cols, q).unwrap())
+        .collect();
+    let Some(isa) = isa else {
+        // no x86 packing here: nothing is packed and nothing is reported done
+        let calls = AtomicUsize::new(0);
+        let ps = pack_many(Isa::Scalar, &ws, |_| {
+            calls.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+        assert!(ps.iter().all(Option::is_none));
+        assert_eq!(calls.into_inner(), 0);
+        return;
+    };
+    let done: Vec<AtomicUsize> = ws.iter().map(|_| AtomicUsize::new(0)).collect();
+    let ps = pack_many(isa, &ws, |i| {
+        done[i].fetch_add(1, Ordering::Relaxed);
+    })
+    .unwrap();
+    assert_eq!(ps.len(), ws.len());
+    for (i, (w, p)) in ws.iter().zip(&ps).enumerate() {
+        let alone = pack_for(isa, w).unwrap();
+        assert_eq!(p.is_some(), packs(isa, w.ty, w.rows), "matrix {i}");
+        assert_eq!(p.is_some(), alone.is_some(), "matrix {i}");
+        assert_eq!(
+            done[i].load(Ordering::Relaxed),
+            usize::from(p.is_some()),
+            "matrix {i}"
+        );
+        let (Some(p), Some(alone)) = (p, alone) else {
+            continue;
+        };
+        assert_eq!(p.bytes(), alone.bytes(), "matrix {i}");
+        let n_tokens = 3;
+        let xs = values(n_tokens * w.cols, 900 + i as u64, 2.0);
+        let (mut got, mut want) = (vec![0f32; n_tokens * w.rows], vec![0f32; n_tokens * w.rows]);
+        for n in [1, n_tokens] {
+            gemm_packed(p, &xs[..n * w.cols], n, &mut got[..n * w.rows]);
+            gemm_packed(&alone, &xs[..n * w.cols], n, &mut want[..n * w.rows]);
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "matrix {i} ({}), {n} tokens", w.ty);
+        }
+    }
+    // a matrix that is not valid is reported before anything is packed
+    let bad = Weights {
+        ty: Q4_0,
+        rows: 8,
+        cols: 32,
+        data: &[0u8; 10],
+    };
+    let calls = AtomicUsize::new(0);
+    let r = pack_many(isa, &[ws[0], bad], |_| {
+        calls.fetch_add(1, Ordering::Relaxed);
+    });
+    assert!(r.is_err());
+    assert_eq!(calls.into_inner(), 0);
+}
