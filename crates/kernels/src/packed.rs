@@ -105,6 +105,7 @@ impl Packed {
     }
 
     /// The packed bytes.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn data(&self) -> &[u8] {
         &self.buf[self.at..self.at + self.len]
     }
