@@ -2,10 +2,10 @@
 //! ([`crate::packed::pack_many`]) and the runtime's KV cache.
 //!
 //! Why: one core reading a buffer front to back on this project's reference host (AMD EPYC,
-//! Zen 4) read ~17 GB/s from 4 KiB pages and ~30 GB/s from 2 MiB pages (a C probe, 192 MiB,
-//! medians of 16 runs, `docs/performance.md`). The hardware prefetchers stop at each 4 KiB page
-//! and every page costs a TLB walk, so a decode step that streams ~100 MB of weights on one
-//! thread was bound by the page size, not by memory.
+//! Zen 4) reads 17-26 GB/s from 4 KiB pages and 29-33 GB/s from 2 MiB pages, depending on the
+//! moment (`benches/stream.rs`; `docs/performance.md`). The hardware prefetchers stop at each
+//! 4 KiB page and every page costs a TLB walk. One-thread decode, which streams ~100 MB of
+//! weights a token, ran 33-45% faster with its repacked weights here.
 //!
 //! The mapping is over-allocated by one huge page and the buffer starts at the first 2 MiB
 //! boundary inside it, so the kernel can back every whole 2 MiB of it with one page (it only

@@ -284,9 +284,9 @@ pub fn pack_for(isa: Isa, w: &Weights) -> Result<Option<Packed>, KernelError> {
 /// packed it, once `ws[i]` has been copied (so a caller can let go of the original's pages).
 /// Returns one entry per matrix, `None` for those not packed.
 ///
-/// Why one buffer: a decode step streams every weight once, and one core read its weights
-/// ~1.7x faster from 2 MiB pages than from 4 KiB ones (see [`crate::hugebuf`]); the matrices of
-/// a small model (0.06-0.6 MB each for SmolLM2-135M) are too small to fill huge pages apart.
+/// Why one buffer: a decode step streams every weight once, and one core reads faster from
+/// 2 MiB pages than from 4 KiB ones (see [`crate::hugebuf`]); the matrices of a small model
+/// (0.06-0.6 MB each for SmolLM2-135M) are too small to fill huge pages apart.
 ///
 /// # Errors
 /// If a matrix is not valid ([`Weights::validate`]) or the buffer cannot be allocated.
