@@ -112,9 +112,13 @@ fn model_info(model: &Model, mapped: u64, n_ctx: usize) -> ModelInfo {
         kv_bytes_per_token: kv_per_token,
         int8_matmul: int8,
         isa: format!(
-            "{}; {} matrices repacked",
+            "{}; {} matrices repacked{}",
             slmpack_kernels::isa_report().trim_start_matches("kernels: "),
-            model.packed().0
+            model.packed().0,
+            match model.packed_huge_bytes() {
+                Some(h) => format!(" ({} MiB on huge pages)", h >> 20),
+                None => String::new(),
+            }
         ),
     }
 }

@@ -468,6 +468,17 @@ impl<'a> Model<'a> {
             .fold((0, 0), |(n, b), p| (n + 1, b + p.bytes()))
     }
 
+    /// Bytes of the repacked weights' buffer on huge pages now (`None` if nothing is packed or
+    /// the system does not say; see [`slmpack_kernels::hugebuf::HugeBuf::huge_bytes`]).
+    pub fn packed_huge_bytes(&self) -> Option<usize> {
+        let mut all = vec![&self.output];
+        for l in &self.layers {
+            all.extend([&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
+        }
+        // the matrices are packed together into one buffer (`repack`)
+        all.iter().find_map(|t| t.packed.as_ref())?.huge_bytes()
+    }
+
     /// Weight types and how many matrices use each, e.g. `Q4_1 x210, Q8_0 x1`.
     pub fn weight_types(&self) -> Vec<(GgmlType, usize)> {
         let mut v: Vec<(GgmlType, usize)> = Vec::new();

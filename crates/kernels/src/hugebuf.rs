@@ -55,6 +55,41 @@ impl HugeBuf {
     }
 }
 
+impl HugeBuf {
+    /// About how many bytes of this buffer the kernel backs with huge pages now: its mapping's
+    /// `AnonHugePages` in `/proc/self/smaps` (Linux), at most the buffer's length (a huge page
+    /// holding the buffer's last bytes counts whole). `None` where that cannot be read (other
+    /// systems, no `/proc`). `Some(0)` means the buffer runs on small pages: transparent huge
+    /// pages off (`/sys/kernel/mm/transparent_hugepage/enabled` is `never`), or none free.
+    pub fn huge_bytes(&self) -> Option<usize> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        huge_bytes_in(&smaps, self.map.as_ptr() as usize).map(|h| h.min(self.len))
+    }
+}
+
+/// The `AnonHugePages` (bytes) of the mapping holding address `at`, from the text of an
+/// `smaps` file.
+fn huge_bytes_in(smaps: &str, at: usize) -> Option<usize> {
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((lo, hi)) = first.split_once('-') {
+            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&at);
+                continue;
+            }
+        }
+        if inside {
+            if let Some(v) = line.strip_prefix("AnonHugePages:") {
+                let kb: usize = v.trim().trim_end_matches("kB").trim().parse().ok()?;
+                return Some(kb * 1024);
+            }
+        }
+    }
+    None
+}
+
 impl std::ops::Deref for HugeBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -77,6 +112,34 @@ impl std::fmt::Debug for HugeBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_bytes_are_read_from_the_mapping_holding_the_buffer() {
+        let smaps = "\
+55d0c0a00000-55d0c0c00000 r--p 00000000 08:01 123   /usr/bin/slmpack
+Size:               2048 kB
+AnonHugePages:      4096 kB
+7f1200000000-7f1206400000 rw-p 00000000 00:00 0
+Size:             102400 kB
+Rss:               98304 kB
+AnonHugePages:     96256 kB
+THPeligible:    1
+7f1300000000-7f1300001000 rw-p 00000000 00:00 0
+AnonHugePages:         0 kB
+";
+        assert_eq!(huge_bytes_in(smaps, 0x7f1200000000), Some(96256 * 1024));
+        assert_eq!(huge_bytes_in(smaps, 0x7f12063fffff), Some(96256 * 1024));
+        assert_eq!(huge_bytes_in(smaps, 0x7f1300000010), Some(0));
+        assert_eq!(huge_bytes_in(smaps, 0x7f1206400000), None);
+        assert_eq!(huge_bytes_in("", 0x1000), None);
+        // the real file: a buffer of this process is found (huge pages or not)
+        if std::path::Path::new("/proc/self/smaps").exists() {
+            let mut b = HugeBuf::zeroed(4 * HUGE_PAGE).unwrap();
+            b.prefault();
+            let h = b.huge_bytes().expect("the buffer's mapping is in smaps");
+            assert!(h <= 5 * HUGE_PAGE, "{h}");
+        }
+    }
 
     #[test]
     fn zeroed_aligned_and_writable() {

@@ -104,6 +104,12 @@ impl Packed {
         self.len
     }
 
+    /// Bytes of the buffer holding this matrix (shared by the matrices packed with it) that
+    /// are on huge pages now ([`HugeBuf::huge_bytes`]).
+    pub fn huge_bytes(&self) -> Option<usize> {
+        self.buf.huge_bytes()
+    }
+
     /// The packed bytes.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn data(&self) -> &[u8] {

@@ -184,8 +184,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .collect();
         eprintln!("{}", slmpack_kernels::isa_report());
         let (n_packed, packed_bytes) = model.packed();
+        let huge = match model.packed_huge_bytes() {
+            Some(h) => format!(
+                ", {:.1} MiB of it on huge pages",
+                h as f64 / (1 << 20) as f64
+            ),
+            None => String::new(),
+        };
         eprintln!(
-            "repacked: {n_packed} matrices ({:.1} MiB) into the 8-row interleaved layout (SLMPACK_REPACK=0 keeps the file's)",
+            "repacked: {n_packed} matrices ({:.1} MiB{huge}) into the 8-row interleaved layout (SLMPACK_REPACK=0 keeps the file's)",
             packed_bytes as f64 / (1 << 20) as f64
         );
         eprintln!(
