@@ -459,11 +459,8 @@ impl<'a> Model<'a> {
 
     /// How many matrices were repacked at load time, and their bytes (a copy held in memory).
     pub fn packed(&self) -> (usize, usize) {
-        let mut all = vec![&self.output];
-        for l in &self.layers {
-            all.extend([&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
-        }
-        all.iter()
+        self.products()
+            .iter()
             .filter_map(|t| t.packed.as_ref())
             .fold((0, 0), |(n, b), p| (n + 1, b + p.bytes()))
     }
@@ -471,12 +468,20 @@ impl<'a> Model<'a> {
     /// Bytes of the repacked weights' buffer on huge pages now (`None` if nothing is packed or
     /// the system does not say; see [`slmpack_kernels::hugebuf::HugeBuf::huge_bytes`]).
     pub fn packed_huge_bytes(&self) -> Option<usize> {
+        // the matrices are packed together into one buffer (`repack`)
+        self.products()
+            .iter()
+            .find_map(|t| t.packed.as_ref())?
+            .huge_bytes()
+    }
+
+    /// The matrices the products multiply by: the output, then each layer's seven.
+    fn products(&self) -> Vec<&QTensor<'a>> {
         let mut all = vec![&self.output];
         for l in &self.layers {
             all.extend([&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
         }
-        // the matrices are packed together into one buffer (`repack`)
-        all.iter().find_map(|t| t.packed.as_ref())?.huge_bytes()
+        all
     }
 
     /// Weight types and how many matrices use each, e.g. `Q4_1 x210, Q8_0 x1`.

@@ -302,13 +302,15 @@ pub fn pack_many(
     done: impl Fn(usize) + Sync,
 ) -> Result<Vec<Option<Packed>>, KernelError> {
     const ALIGN: usize = 64;
-    let mut at = Vec::with_capacity(ws.len());
+    // each packed matrix's (offset, length) in the buffer
+    let mut at: Vec<Option<(usize, usize)>> = Vec::with_capacity(ws.len());
     let mut total = 0usize;
     for w in ws {
         w.validate()?;
         if packs(isa, w.ty, w.rows) {
-            at.push(Some(total));
-            total += (w.rows / GROUP * group_bytes(w.ty, w.cols)).next_multiple_of(ALIGN);
+            let len = w.rows / GROUP * group_bytes(w.ty, w.cols);
+            at.push(Some((total, len)));
+            total += len.next_multiple_of(ALIGN);
         } else {
             at.push(None);
         }
@@ -323,9 +325,8 @@ pub fn pack_many(
     // cut the buffer into each matrix's part, then fill the parts in parallel
     let mut parts: Vec<(usize, &mut [u8])> = Vec::with_capacity(ws.len());
     let mut rest: &mut [u8] = &mut buf;
-    for (i, (w, a)) in ws.iter().zip(&at).enumerate() {
-        if a.is_some() {
-            let len = w.rows / GROUP * group_bytes(w.ty, w.cols);
+    for (i, a) in at.iter().enumerate() {
+        if let Some((_, len)) = *a {
             let (part, tail) = std::mem::take(&mut rest).split_at_mut(len.next_multiple_of(ALIGN));
             parts.push((i, &mut part[..len]));
             rest = tail;
@@ -340,14 +341,14 @@ pub fn pack_many(
         .iter()
         .zip(at)
         .map(|(w, a)| {
-            a.map(|at| Packed {
+            a.map(|(at, len)| Packed {
                 ty: w.ty,
                 rows: w.rows,
                 cols: w.cols,
                 isa,
                 buf: buf.clone(),
                 at,
-                len: w.rows / GROUP * group_bytes(w.ty, w.cols),
+                len,
             })
         })
         .collect())
