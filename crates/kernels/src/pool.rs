@@ -489,6 +489,16 @@ mod tests {
         });
     }
 
+    /// Counts this task as started and waits (up to 10 s) until two have: two tasks on one
+    /// thread cannot both get past this, so they only meet on two threads.
+    fn meet(started: &AtomicUsize) {
+        started.fetch_add(1, Ordering::SeqCst);
+        let t0 = Instant::now();
+        while started.load(Ordering::SeqCst) < 2 && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn a_sleeping_worker_is_woken_for_every_job() {
         // a job published while the worker goes to sleep must wake it: the caller's task waits
@@ -502,11 +512,7 @@ mod tests {
                 (0..2).map(|_| Mutex::new(None)).collect();
             pool.run(2, &|i| {
                 *ids[i].lock().unwrap() = Some(std::thread::current().id());
-                started.fetch_add(1, Ordering::SeqCst);
-                let t0 = Instant::now();
-                while started.load(Ordering::SeqCst) < 2 && t0.elapsed() < Duration::from_secs(10) {
-                    std::thread::yield_now();
-                }
+                meet(&started);
             });
             let (a, b) = (*ids[0].lock().unwrap(), *ids[1].lock().unwrap());
             assert!(a != b, "round {round}: the sleeping worker missed the job");
@@ -520,11 +526,10 @@ mod tests {
             let pool = Pool::new(2);
             let ran: Vec<Mutex<Option<std::thread::ThreadId>>> =
                 (0..2).map(|_| Mutex::new(None)).collect();
+            let started = AtomicUsize::new(0);
             pool.run(2, &|i| {
-                if i == 0 {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
                 *ran[i].lock().unwrap() = Some(std::thread::current().id());
+                meet(&started);
             });
             let (a, b) = (*ran[0].lock().unwrap(), *ran[1].lock().unwrap());
             assert!(a.is_some() && a != b, "{a:?} {b:?}");
