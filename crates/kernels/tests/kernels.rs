@@ -186,14 +186,28 @@ proptest! {
 }
 
 /// Tolerance for a SIMD sum against the scalar one (the float additions run in another order):
-/// 1e-5 of the sum of the products' magnitudes.
-fn tolerance(wd: &[f32], x: &[f32]) -> f64 {
-    1e-5 * wd
-        .iter()
-        .zip(x)
-        .map(|(&p, &q)| (p as f64 * q as f64).abs())
-        .sum::<f64>()
-        + 1e-30
+/// 1e-5 of the sum of the magnitudes of the terms that are added. For the types with a min
+/// (`w = d * q + m`, q unsigned) those are `d * q * x` and `m * x`, which can be far larger
+/// than `w * x` and cancel (a block of weights far from zero): `|d * q| <= |w| + |m|`, and
+/// `|m|` is at most the block's largest `|w|` (its smallest weight is `m`), so each element
+/// counts `(|w| + 2 max|w| of its 32-block) * |x|`.
+fn tolerance(ty: GgmlType, wd: &[f32], x: &[f32]) -> f64 {
+    let has_min = matches!(
+        ty,
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K
+    );
+    let mut sum = 0f64;
+    for (wb, xb) in wd.chunks(32).zip(x.chunks(32)) {
+        let m = if has_min {
+            wb.iter().fold(0f64, |a, &w| a.max((w as f64).abs()))
+        } else {
+            0.0
+        };
+        for (&w, &v) in wb.iter().zip(xb) {
+            sum += ((w as f64).abs() + 2.0 * m) * (v as f64).abs();
+        }
+    }
+    1e-5 * sum + 1e-30
 }
 
 /// Every tile shape up to `MAX_TILE` on every ISA, every output element against the scalar
@@ -245,7 +259,7 @@ fn check_tiles(ty: GgmlType, n: usize, wdist: u8, xdist: u8, seed: u64) {
                                 "{ty} on {isa}, tile {m}x{k}, n={n}, row {i} token {j}: {got} vs one-row {one}"
                             );
                         }
-                        let tol = tolerance(&wd[i], &xs[j]);
+                        let tol = tolerance(ty, &wd[i], &xs[j]);
                         assert!(
                             got.is_finite() && ((got - want) as f64).abs() <= tol,
                             "{ty} on {isa}, tile {m}x{k}, n={n}, row {i} token {j}: {got} vs scalar {want} (tol {tol:e})"
@@ -396,7 +410,7 @@ fn gemv_and_gemm_check_every_output_element() {
                             let wr = &wq[r * rb..(r + 1) * rb];
                             let want = vec_dot(Isa::Scalar, ty, cols, wr, &a);
                             let got = ys[t * rows + r];
-                            let tol = tolerance(&dequantize(ty, wr, cols), x);
+                            let tol = tolerance(ty, &dequantize(ty, wr, cols), x);
                             assert!(
                                 got.is_finite() && ((got - want) as f64).abs() <= tol,
                                 "{ty} {isa} rows={rows} tokens={n_tokens} token {t} row {r}: {got} vs scalar {want} (tol {tol:e})"
