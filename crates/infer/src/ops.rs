@@ -44,6 +44,28 @@ pub fn rope_cache(cfg: &RopeConfig, pos: usize, freq_factors: Option<&[f32]>, ca
 /// uses for `llama` (the converter permutes Q/K rows so this matches the HF half-split rotation).
 /// Dimensions past `cache.len()` are left as they are.
 pub fn rope_norm(head: &mut [f32], cache: &[f32]) {
+    // `mul_add` is a call to libm's `fmaf` unless FMA is enabled where it is compiled
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("fma") {
+        // SAFETY: FMA is present (checked above)
+        return unsafe { rope_norm_fma(head, cache) };
+    }
+    rope_norm_any(head, cache)
+}
+
+/// [`rope_norm`] compiled with FMA, so each `mul_add` is one instruction (the same result as
+/// the libm call: both are one fused rounding).
+///
+/// # Safety
+/// The CPU must have FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn rope_norm_fma(head: &mut [f32], cache: &[f32]) {
+    rope_norm_any(head, cache)
+}
+
+#[inline(always)]
+fn rope_norm_any(head: &mut [f32], cache: &[f32]) {
     for (pair, cs) in head[..cache.len()]
         .chunks_exact_mut(2)
         .zip(cache.chunks_exact(2))

@@ -281,12 +281,9 @@ impl<'m, 'a> Session<'m, 'a> {
             for_each_row(qh, qd, TOKENS_PER_TASK, |t, qr| {
                 to_f16(&q[t * qd..(t + 1) * qd], qr)
             });
-            let vt = &mut self.v_cache[base..base + layer_stride];
-            if n == 1 {
-                for (d, &x) in v.iter().enumerate() {
-                    vt[d * n_ctx + pos0] = half::f16::from_f32(x).to_bits();
-                }
-            } else {
+            // (decode stores its one V column below, after K·Q)
+            if n > 1 {
+                let vt = &mut self.v_cache[base..base + layer_stride];
                 for_each_row(vt, n_ctx, 16, |d, row| {
                     for (t, o) in row[pos0..pos0 + n].iter_mut().enumerate() {
                         *o = half::f16::from_f32(v[t * kvd + d]).to_bits();
@@ -344,6 +341,18 @@ impl<'m, 'a> Session<'m, 'a> {
                         )
                     };
                 });
+                // the new token's V column: K·Q fetched the lines it goes into (its V columns
+                // end at this one), where storing it before K·Q missed the cache once for each
+                // of its `kvd` elements, a V row apart
+                let vt = &mut self.v_cache[base..base + layer_stride];
+                let mut h = [0u16; 64];
+                for (c0, x) in v.chunks(64).enumerate() {
+                    to_f16(x, &mut h[..x.len()]);
+                    for (j, &b) in h[..x.len()].iter().enumerate() {
+                        vt[(c0 * 64 + j) * n_ctx + pos0] = b;
+                    }
+                }
+                let vc = &self.v_cache[base..base + layer_stride];
                 slmpack_kernels::pool::for_each_row2(
                     (&mut s.scores[..c.n_head * n_ctx], n_ctx),
                     (&mut s.probs[..c.n_head * n_ctx], n_ctx),
