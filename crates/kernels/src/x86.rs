@@ -637,6 +637,9 @@ unsafe fn scale_pair(s: *const u8, k: usize) -> __m256i {
 /// See [`crate::DotFn`]; needs AVX2 and FMA.
 #[inline(always)]
 unsafe fn vec_dot_q6_k_q8_k<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
+    if L::AVX512 {
+        return vec_dot_q6_k_q8_k_512::<L>(n, x, y);
+    }
     let nb = n / 256;
     let m4 = _mm256_set1_epi8(0xF);
     let m2 = _mm256_set1_epi8(3);
@@ -693,6 +696,111 @@ unsafe fn vec_dot_q6_k_q8_k<L: Level>(n: usize, x: *const u8, y: *const u8) -> f
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_float_8(acc)
+}
+
+/// [`vec_dot_q6_k_q8_k`] with AVX-512's byte and word instructions on 256-bit registers, the
+/// same bits in fewer operations: each quant's two high bits move into place with one shift
+/// and a `vpternlogd` (AVX2: a shift, two ands, a shift and an or), the scale pairs come from
+/// the block's sixteen scales widened once (`vpermw`, instead of building each pair from two
+/// scalar loads), and with VNNI `vpdpwssd` scales and adds the products in one step. The i32
+/// lanes hold the same integers as AVX2's (integer sums, no lane leaves i32), so the float
+/// steps, and the result, are ggml's AVX2 ones. Decode's Q6_K matrices (the K-quant mixes'
+/// `ffn_down`) run this kernel unpacked, bound by its arithmetic.
+///
+/// # Safety
+/// See [`crate::DotFn`]; needs AVX-512 F/BW/VL (and VNNI where `L::VNNI`), AVX2 and FMA.
+#[inline(always)]
+unsafe fn vec_dot_q6_k_q8_k_512<L: Level>(n: usize, x: *const u8, y: *const u8) -> f32 {
+    let nb = n / 256;
+    let m4 = _mm256_set1_epi8(0xF);
+    let m30 = _mm256_set1_epi8(0x30);
+    // scale pair (2k, 2k + 1) of the half `j`: word lanes 0-7 scale `8j + 2k`, 8-15 the next
+    let pair = |j: usize, k: usize| {
+        let (a, b) = ((8 * j + 2 * k) as i16, (8 * j + 2 * k + 1) as i16);
+        _mm256_setr_epi16(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b)
+    };
+    let idx = [
+        [pair(0, 0), pair(0, 1), pair(0, 2), pair(0, 3)],
+        [pair(1, 0), pair(1, 1), pair(1, 2), pair(1, 3)],
+    ];
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let (bx, by) = (x.add(i * Q6K), y.add(i * Q8K));
+        let d = rd_f32(by) * rd_f16(bx.add(208));
+        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(bx.add(192).cast()));
+        let mut q4 = bx;
+        let mut qh = bx.add(128);
+        let mut q8 = by.add(4);
+        let mut sumi = _mm256_setzero_si256();
+        for idx in &idx {
+            let q4bits1 = load(q4);
+            let q4bits2 = load(q4.add(32));
+            q4 = q4.add(64);
+            let h = load(qh);
+            qh = qh.add(32);
+            // bits 2k, 2k + 1 of `h` to bits 4, 5 (a 16-bit shift: what crosses a byte lands
+            // outside 0x30)
+            let q4_0 = or_and::<L>(
+                _mm256_and_si256(q4bits1, m4),
+                _mm256_slli_epi16::<4>(h),
+                m30,
+            );
+            let q4_1 = or_and::<L>(
+                _mm256_and_si256(q4bits2, m4),
+                _mm256_slli_epi16::<2>(h),
+                m30,
+            );
+            let q4_2 = or_and::<L>(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits1), m4),
+                h,
+                m30,
+            );
+            let q4_3 = or_and::<L>(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits2), m4),
+                _mm256_srli_epi16::<2>(h),
+                m30,
+            );
+            let p16 = [
+                _mm256_maddubs_epi16(q4_0, load(q8)),
+                _mm256_maddubs_epi16(q4_1, load(q8.add(32))),
+                _mm256_maddubs_epi16(q4_2, load(q8.add(64))),
+                _mm256_maddubs_epi16(q4_3, load(q8.add(96))),
+            ];
+            q8 = q8.add(128);
+            for (p, ix) in p16.into_iter().zip(idx) {
+                sumi = scale_add::<L>(sumi, permute_words(*ix, sc16), p);
+            }
+        }
+        let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(load(by.add(260)), sc16));
+        sumi = _mm256_sub_epi32(sumi, off);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_float_8(acc)
+}
+
+/// `a`'s 16-bit lanes picked by `idx` (`vpermw`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn permute_words(idx: __m256i, a: __m256i) -> __m256i {
+    _mm256_permutexvar_epi16(idx, a)
+}
+
+/// `acc` plus the products of the 16-bit lanes of `s` and `p` summed in pairs: one `vpdpwssd`
+/// on VNNI, else `vpmaddwd` and an add (the same i32 sums).
+#[inline(always)]
+unsafe fn scale_add<L: Level>(acc: __m256i, s: __m256i, p: __m256i) -> __m256i {
+    if L::VNNI {
+        dpwssd_acc(acc, s, p)
+    } else {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(s, p))
+    }
+}
+
+/// `vpdpwssd` into `acc`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn dpwssd_acc(acc: __m256i, s: __m256i, p: __m256i) -> __m256i {
+    _mm256_dpwssd_epi32(acc, s, p)
 }
 
 /// Q8_0 (`q81 == false`) or Q8_1 activations of one row with AVX2, bit for bit what

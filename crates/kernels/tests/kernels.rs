@@ -109,7 +109,7 @@ fn check_row(ty: GgmlType, w: &[f32], x: &[f32]) -> (f64, f64) {
         let got = vec_dot(isa, ty, n, &wq, &a);
         assert!(got.is_finite(), "{ty} {isa}: {got}");
         if isa.is_x86() {
-            // the AVX-512 levels compile the AVX2 sources: the same bits
+            // the AVX-512 levels give AVX2's bits (mostly the same sources; Q6_K its own)
             let avx2 = vec_dot(Isa::Avx2, ty, n, &wq, &a);
             assert_eq!(
                 got.to_bits(),
