@@ -112,9 +112,10 @@ fn model_info(model: &Model, mapped: u64, n_ctx: usize) -> ModelInfo {
         kv_bytes_per_token: kv_per_token,
         int8_matmul: int8,
         isa: format!(
-            "{}; {} matrices repacked{}",
+            "{}; {} matrices repacked, {} copied as they are{}",
             slmpack_kernels::isa_report().trim_start_matches("kernels: "),
             model.packed().0,
+            model.copied().0,
             match model.packed_huge_bytes() {
                 Some(h) => format!(" ({} MiB on huge pages)", h >> 20),
                 None => String::new(),

@@ -346,7 +346,9 @@ impl<'a> Loader<'a> {
 
 /// Repacks the matrices the kernels have a faster layout for (`slmpack_kernels::packed`: Q4_0
 /// and Q4_K on AVX2, as llama.cpp repacks them, and Q4_1, Q5_0, Q5_1, Q8_0, whose layout keeps
-/// llama.cpp's sums of the unpacked matrix), once, in parallel. The output matrix is packed
+/// llama.cpp's sums of the unpacked matrix), once, in parallel, and copies the others as they
+/// are into the same huge-page buffer (`pack_or_copy_many`: decode streams every matrix, and
+/// one core reads faster from huge pages than from the file's small ones). The output matrix is packed
 /// too when it is the tied token embedding: the products read the copy, and the embedding
 /// lookups keep reading rows of the file, whose pages come back from the page cache when a
 /// lookup touches them (one row per token). `SLMPACK_REPACK=0` keeps every matrix as it is in
@@ -386,7 +388,7 @@ fn repack<'a>(f: &GgufFile, output: &mut QTensor<'a>, layers: &mut [Layer<'a>]) 
     // memory as soon as it is packed, so a repacked model does not hold its weights twice
     // (peak: the file plus the matrices being packed)
     let isa = slmpack_kernels::isa();
-    let packed = slmpack_kernels::packed::pack_many(isa, &ws, |i| f.release(ws[i].data))
+    let packed = slmpack_kernels::packed::pack_or_copy_many(isa, &ws, |i| f.release(ws[i].data))
         .map_err(|e| InferError::Invalid(format!("`{}`: {e}", f.path().display())))?;
     for (t, p) in all.into_iter().zip(packed) {
         t.packed = p.map(std::sync::Arc::new);
@@ -457,11 +459,23 @@ impl<'a> Model<'a> {
         n
     }
 
-    /// How many matrices were repacked at load time, and their bytes (a copy held in memory).
+    /// How many matrices were repacked at load time into the 8-row interleaved layout, and
+    /// their bytes (a copy held in memory).
     pub fn packed(&self) -> (usize, usize) {
+        self.placed(true)
+    }
+
+    /// How many matrices were copied as they are into the repacked ones' buffer (types without
+    /// a packed layout), and their bytes.
+    pub fn copied(&self) -> (usize, usize) {
+        self.placed(false)
+    }
+
+    fn placed(&self, interleaved: bool) -> (usize, usize) {
         self.products()
             .iter()
             .filter_map(|t| t.packed.as_ref())
+            .filter(|p| p.interleaved == interleaved)
             .fold((0, 0), |(n, b), p| (n + 1, b + p.bytes()))
     }
 

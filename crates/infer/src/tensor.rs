@@ -7,8 +7,9 @@ use slmpack_kernels::packed::Packed;
 
 /// A 2-D weight in ggml layout: `rows` rows of `cols` elements, each row `row_bytes` bytes of
 /// blocks of type `ty`. `data` points into the memory-mapped GGUF (no copy); `packed` is the
-/// copy in the kernels' 8-row interleaved layout where the model repacked it at load time
-/// (matrix products then use it; row lookups still read `data`).
+/// copy the model made at load time, in the kernels' 8-row interleaved layout or (a type
+/// without one) as it is, on huge pages (matrix products then use it; row lookups still read
+/// `data`).
 #[derive(Debug, Clone)]
 pub struct QTensor<'a> {
     pub name: &'a str,

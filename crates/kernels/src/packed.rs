@@ -81,6 +81,10 @@ pub struct Packed {
     pub cols: usize,
     /// The instruction set whose kernels multiply it.
     pub isa: Isa,
+    /// `true`: in the 8-row interleaved layout of this module; `false`: the matrix's own bytes
+    /// in the file's layout, copied by [`pack_or_copy_many`] only to sit on huge pages with
+    /// the others (a type or row count [`packs`] does not take), multiplied by [`crate::gemm`].
+    pub interleaved: bool,
     /// The buffer the packed bytes are in (shared by the matrices packed together), and where.
     buf: Arc<HugeBuf>,
     at: usize,
@@ -91,8 +95,12 @@ impl std::fmt::Debug for Packed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Packed({} {}x{} for {})",
-            self.ty, self.rows, self.cols, self.isa
+            "Packed({} {}x{} for {}{})",
+            self.ty,
+            self.rows,
+            self.cols,
+            self.isa,
+            if self.interleaved { "" } else { ", as is" }
         )
     }
 }
@@ -111,7 +119,6 @@ impl Packed {
     }
 
     /// The packed bytes.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn data(&self) -> &[u8] {
         &self.buf[self.at..self.at + self.len]
     }
@@ -301,18 +308,51 @@ pub fn pack_many(
     ws: &[Weights],
     done: impl Fn(usize) + Sync,
 ) -> Result<Vec<Option<Packed>>, KernelError> {
+    place_many(isa, ws, false, done)
+}
+
+/// [`pack_many`], and on the x86 sets every other quantized matrix copied as it is into the
+/// same buffer (`Packed::interleaved == false`): the types without a packed layout (Q6_K, Q5_K)
+/// and matrices whose rows are not whole groups then stream from huge pages too. Their kernels
+/// are the unpacked ones, on the copy: the same bits. (One thread, low tier, whose 14 Q6_K
+/// `ffn_down` stream at ~14 GB/s from the file: 190 -> 205 t/s with the faster Q6_K kernel.)
+/// F16, BF16 and F32 stay in the file: their kernels are bound by arithmetic, and copying an
+/// F16 model tripled its load time for no gain. Elsewhere (aarch64) the same as [`pack_many`]:
+/// nothing is packed there, and a copy would turn the model's file-backed pages, which the
+/// system can drop and read back, into anonymous memory for no measured gain.
+///
+/// # Errors
+/// As [`pack_many`].
+pub fn pack_or_copy_many(
+    isa: Isa,
+    ws: &[Weights],
+    done: impl Fn(usize) + Sync,
+) -> Result<Vec<Option<Packed>>, KernelError> {
+    place_many(isa, ws, isa.is_x86() && isa.usable(), done)
+}
+
+fn place_many(
+    isa: Isa,
+    ws: &[Weights],
+    copy_rest: bool,
+    done: impl Fn(usize) + Sync,
+) -> Result<Vec<Option<Packed>>, KernelError> {
     const ALIGN: usize = 64;
-    // each packed matrix's (offset, length) in the buffer
-    let mut at: Vec<Option<(usize, usize)>> = Vec::with_capacity(ws.len());
+    // each placed matrix's (offset, length, interleaved) in the buffer
+    let mut at: Vec<Option<(usize, usize, bool)>> = Vec::with_capacity(ws.len());
     let mut total = 0usize;
     for w in ws {
         w.validate()?;
-        if packs(isa, w.ty, w.rows) {
-            let len = w.rows / GROUP * group_bytes(w.ty, w.cols);
-            at.push(Some((total, len)));
-            total += len.next_multiple_of(ALIGN);
+        let place = if packs(isa, w.ty, w.rows) {
+            Some((w.rows / GROUP * group_bytes(w.ty, w.cols), true))
+        } else if copy_rest && w.ty.is_quantized() && w.rows > 0 {
+            Some((w.rows * w.row_bytes(), false))
         } else {
-            at.push(None);
+            None
+        };
+        at.push(place.map(|(len, il)| (total, len, il)));
+        if let Some((len, _)) = place {
+            total += len.next_multiple_of(ALIGN);
         }
     }
     if total == 0 {
@@ -326,14 +366,18 @@ pub fn pack_many(
     let mut parts: Vec<(usize, &mut [u8])> = Vec::with_capacity(ws.len());
     let mut rest: &mut [u8] = &mut buf;
     for (i, a) in at.iter().enumerate() {
-        if let Some((_, len)) = *a {
+        if let Some((_, len, _)) = *a {
             let (part, tail) = std::mem::take(&mut rest).split_at_mut(len.next_multiple_of(ALIGN));
             parts.push((i, &mut part[..len]));
             rest = tail;
         }
     }
     parts.into_par_iter().for_each(|(i, part)| {
-        pack_into(&ws[i], part);
+        if packs(isa, ws[i].ty, ws[i].rows) {
+            pack_into(&ws[i], part);
+        } else {
+            part.copy_from_slice(&ws[i].data[..part.len()]);
+        }
         done(i);
     });
     let buf = Arc::new(buf);
@@ -341,11 +385,12 @@ pub fn pack_many(
         .iter()
         .zip(at)
         .map(|(w, a)| {
-            a.map(|(at, len)| Packed {
+            a.map(|(at, len, interleaved)| Packed {
                 ty: w.ty,
                 rows: w.rows,
                 cols: w.cols,
                 isa,
+                interleaved,
                 buf: buf.clone(),
                 at,
                 len,
@@ -562,6 +607,16 @@ fn prepare(isa: Isa, ty: GgmlType, cols: usize, xs: &[f32], n_tokens: usize, mut
 pub fn gemm_packed(p: &Packed, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
     assert_eq!(xs.len(), n_tokens * p.cols, "activations: n_tokens * cols");
     assert_eq!(ys.len(), n_tokens * p.rows, "outputs: n_tokens * rows");
+    if !p.interleaved {
+        let w = Weights {
+            ty: p.ty,
+            rows: p.rows,
+            cols: p.cols,
+            data: p.data(),
+        };
+        crate::gemm_isa(p.isa, &w, xs, n_tokens, ys);
+        return;
+    }
     assert!(
         p.isa.is_x86() && p.isa.usable(),
         "packed weights need the x86 set they were packed for (`{}`)",
@@ -579,9 +634,9 @@ pub fn gemm_packed(p: &Packed, xs: &[f32], n_tokens: usize, ys: &mut [f32]) {
 fn shared_prep(ps: &[&Packed]) -> Option<GgmlType> {
     let first = ps.first()?;
     let at = crate::act_type(first.ty);
-    let same = ps
-        .iter()
-        .all(|p| crate::act_type(p.ty) == at && p.cols == first.cols && p.isa == first.isa);
+    let same = ps.iter().all(|p| {
+        p.interleaved && crate::act_type(p.ty) == at && p.cols == first.cols && p.isa == first.isa
+    });
     let q4_0 = ps.iter().any(|p| p.ty == GgmlType::Q4_0);
     same.then_some(if q4_0 { GgmlType::Q4_0 } else { first.ty })
 }

@@ -317,3 +317,84 @@ fn matrices_packed_together_give_the_bits_of_each_packed_alone() {
     assert!(r.is_err());
     assert_eq!(calls.into_inner(), 0);
 }
+
+#[test]
+fn matrices_copied_as_they_are_give_the_bits_of_the_file_layout() {
+    use slmpack_kernels::packed::pack_or_copy_many;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use GgmlType::*;
+    // packed types, the K-quants without a layout (Q6_K, Q5_K), rows not in whole groups, and
+    // an F16 matrix (left in the file: its kernel is bound by arithmetic)
+    let shapes = [
+        (Q5_0, 16, 64),
+        (Q6_K, 16, 512),
+        (Q4_0, 12, 64),
+        (Q5_K, 5, 256),
+        (F16, 8, 64),
+        (Q8_0, 8, 96),
+    ];
+    let quants: Vec<Vec<u8>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(ty, rows, cols))| {
+            let wf = values(rows * cols, 700 + i as u64, 1.0);
+            let mut wq = vec![0u8; rows * row_bytes(ty, cols)];
+            slmpack_quant::quantize(ty, &wf, cols, &mut wq).unwrap();
+            wq
+        })
+        .collect();
+    let ws: Vec<Weights> = shapes
+        .iter()
+        .zip(&quants)
+        .map(|(&(ty, rows, cols), q)| Weights::new(ty, rows, cols, q).unwrap())
+        .collect();
+    let isa = [
+        Isa::Avx512Vnni,
+        Isa::Avx512,
+        Isa::Avx2,
+        Isa::Neon,
+        Isa::Scalar,
+    ]
+    .into_iter()
+    .find(|i| i.usable())
+    .unwrap();
+    let done: Vec<AtomicUsize> = ws.iter().map(|_| AtomicUsize::new(0)).collect();
+    let ps = pack_or_copy_many(isa, &ws, |i| {
+        done[i].fetch_add(1, Ordering::Relaxed);
+    })
+    .unwrap();
+    assert_eq!(ps.len(), ws.len());
+    for (i, (w, p)) in ws.iter().zip(&ps).enumerate() {
+        // x86: every quantized matrix placed, interleaved where `packs` says so; elsewhere none
+        let placed = isa.is_x86() && w.ty.is_quantized();
+        assert_eq!(p.is_some(), placed, "matrix {i} ({})", w.ty);
+        assert_eq!(
+            done[i].load(Ordering::Relaxed),
+            usize::from(placed),
+            "matrix {i}"
+        );
+        let Some(p) = p else { continue };
+        assert_eq!(
+            p.interleaved,
+            packs(isa, w.ty, w.rows),
+            "matrix {i} ({})",
+            w.ty
+        );
+        if p.interleaved {
+            continue;
+        }
+        assert_eq!(p.bytes(), w.data.len(), "matrix {i}");
+        let n_tokens = 3;
+        let xs = values(n_tokens * w.cols, 950 + i as u64, 2.0);
+        let (mut got, mut want) = (vec![0f32; n_tokens * w.rows], vec![0f32; n_tokens * w.rows]);
+        for n in [1, n_tokens] {
+            gemm_packed(p, &xs[..n * w.cols], n, &mut got[..n * w.rows]);
+            gemm_isa(isa, w, &xs[..n * w.cols], n, &mut want[..n * w.rows]);
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "matrix {i} ({}), {n} tokens", w.ty);
+        }
+    }
+}

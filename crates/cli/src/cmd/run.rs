@@ -184,16 +184,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .collect();
         eprintln!("{}", slmpack_kernels::isa_report());
         let (n_packed, packed_bytes) = model.packed();
+        let (n_copied, copied_bytes) = model.copied();
+        let mib = |b: usize| b as f64 / (1 << 20) as f64;
         let huge = match model.packed_huge_bytes() {
-            Some(h) => format!(
-                ", {:.1} MiB of it on huge pages",
-                h as f64 / (1 << 20) as f64
-            ),
+            Some(h) => format!("; {:.1} MiB of the copy on huge pages", mib(h)),
             None => String::new(),
         };
         eprintln!(
-            "repacked: {n_packed} matrices ({:.1} MiB{huge}) into the 8-row interleaved layout (SLMPACK_REPACK=0 keeps the file's)",
-            packed_bytes as f64 / (1 << 20) as f64
+            "repacked: {n_packed} matrices ({:.1} MiB) into the 8-row interleaved layout, {n_copied} copied as they are ({:.1} MiB){huge} (SLMPACK_REPACK=0 keeps the file's)",
+            mib(packed_bytes),
+            mib(copied_bytes)
         );
         eprintln!(
             "model: `{}` llama, {:.1}M params, {} layers, n_embd {}, heads {}/{} kv, head dim {}, ff {}, vocab {}, rope base {} dims {}, output {}",
