@@ -363,17 +363,17 @@ fn place_many(
         reason: e.to_string(),
     })?;
     // cut the buffer into each matrix's part, then fill the parts in parallel
-    let mut parts: Vec<(usize, &mut [u8])> = Vec::with_capacity(ws.len());
+    let mut parts: Vec<(usize, &mut [u8], bool)> = Vec::with_capacity(ws.len());
     let mut rest: &mut [u8] = &mut buf;
     for (i, a) in at.iter().enumerate() {
-        if let Some((_, len, _)) = *a {
+        if let Some((_, len, interleaved)) = *a {
             let (part, tail) = std::mem::take(&mut rest).split_at_mut(len.next_multiple_of(ALIGN));
-            parts.push((i, &mut part[..len]));
+            parts.push((i, &mut part[..len], interleaved));
             rest = tail;
         }
     }
-    parts.into_par_iter().for_each(|(i, part)| {
-        if packs(isa, ws[i].ty, ws[i].rows) {
+    parts.into_par_iter().for_each(|(i, part, interleaved)| {
+        if interleaved {
             pack_into(&ws[i], part);
         } else {
             part.copy_from_slice(&ws[i].data[..part.len()]);

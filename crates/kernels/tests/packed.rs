@@ -8,6 +8,29 @@ use slmpack_kernels::{gemm_isa, row_bytes, GgmlType, Isa, Weights};
 mod common;
 use common::values;
 
+/// Random matrices of the given (type, rows, cols), quantized (seeds from `seed` on).
+fn quantized(shapes: &[(GgmlType, usize, usize)], seed: u64) -> Vec<Vec<u8>> {
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(ty, rows, cols))| {
+            let wf = values(rows * cols, seed + i as u64, 1.0);
+            let mut wq = vec![0u8; rows * row_bytes(ty, cols)];
+            slmpack_quant::quantize(ty, &wf, cols, &mut wq).unwrap();
+            wq
+        })
+        .collect()
+}
+
+/// [`quantized`]'s matrices as kernel weights.
+fn weights<'a>(shapes: &[(GgmlType, usize, usize)], quants: &'a [Vec<u8>]) -> Vec<Weights<'a>> {
+    shapes
+        .iter()
+        .zip(quants)
+        .map(|(&(ty, rows, cols), q)| Weights::new(ty, rows, cols, q).unwrap())
+        .collect()
+}
+
 #[test]
 fn packed_kernels_match_their_reference_bit_for_bit_and_the_scalar_kernels_closely() {
     if !Isa::Avx2.usable() {
@@ -245,21 +268,8 @@ fn matrices_packed_together_give_the_bits_of_each_packed_alone() {
         (Q8_0, 4096, 576),
         (Q5_1, 40, 96),
     ];
-    let quants: Vec<Vec<u8>> = shapes
-        .iter()
-        .enumerate()
-        .map(|(i, &(ty, rows, cols))| {
-            let wf = values(rows * cols, 500 + i as u64, 1.0);
-            let mut wq = vec![0u8; rows * row_bytes(ty, cols)];
-            slmpack_quant::quantize(ty, &wf, cols, &mut wq).unwrap();
-            wq
-        })
-        .collect();
-    let ws: Vec<Weights> = shapes
-        .iter()
-        .zip(&quants)
-        .map(|(&(ty, rows, cols), q)| Weights::new(ty, rows, cols, q).unwrap())
-        .collect();
+    let quants = quantized(&shapes, 500);
+    let ws = weights(&shapes, &quants);
     let Some(isa) = isa else {
         // no x86 packing here: nothing is packed and nothing is reported done
         let calls = AtomicUsize::new(0);
@@ -333,21 +343,8 @@ fn matrices_copied_as_they_are_give_the_bits_of_the_file_layout() {
         (F16, 8, 64),
         (Q8_0, 8, 96),
     ];
-    let quants: Vec<Vec<u8>> = shapes
-        .iter()
-        .enumerate()
-        .map(|(i, &(ty, rows, cols))| {
-            let wf = values(rows * cols, 700 + i as u64, 1.0);
-            let mut wq = vec![0u8; rows * row_bytes(ty, cols)];
-            slmpack_quant::quantize(ty, &wf, cols, &mut wq).unwrap();
-            wq
-        })
-        .collect();
-    let ws: Vec<Weights> = shapes
-        .iter()
-        .zip(&quants)
-        .map(|(&(ty, rows, cols), q)| Weights::new(ty, rows, cols, q).unwrap())
-        .collect();
+    let quants = quantized(&shapes, 700);
+    let ws = weights(&shapes, &quants);
     let isa = [
         Isa::Avx512Vnni,
         Isa::Avx512,
