@@ -11,6 +11,8 @@
 //! the V columns of its keys into cache as it goes (`ahead`, as the runtime does since this
 //! benchmark's commit) or not (`plain`).
 //!
+//! `kq1`/`pv1` run one layer's K·Q (or P·V) 30 times: its 0.4 MB of K (or V) stays in L2, so
+//! they time the kernels' arithmetic and loads without the memory behind them.
 //! `warm` runs the 30 layers back to back (their ~18 MB of K and V stay in cache); `cold` reads
 //! 64 MiB before each iteration, as the weights stream between layers in a real decode, so the
 //! cache lines come from memory. K and V are on huge pages ([`HugeBuf`]), as the runtime keeps
@@ -157,6 +159,20 @@ fn bench(c: &mut Criterion) {
         let name = isa.name();
         g.bench_function(format!("kq/{name}/warm"), |b| {
             b.iter(|| kq(isa, black_box(k), &q, &mut scores))
+        });
+        g.bench_function(format!("kq1/{name}/warm"), |b| {
+            b.iter(|| {
+                for _ in 0..LAYERS {
+                    kq_layer(isa, layer(black_box(k), 0), &q, &mut scores, None)
+                }
+            })
+        });
+        g.bench_function(format!("pv1/{name}/warm"), |b| {
+            b.iter(|| {
+                for _ in 0..LAYERS {
+                    pv_layer(isa, layer(black_box(v), 0), &p, &mut out)
+                }
+            })
         });
         g.bench_function(format!("kq/{name}/cold"), |b| {
             b.iter_batched(

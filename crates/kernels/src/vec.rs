@@ -1420,7 +1420,10 @@ mod avx512 {
 
     /// [`super::avx2`]'s `group_rows` on 16-lane registers, bit for bit the same results: `M`
     /// widened vectors (`w`, `lw` apart, zero past `len` to whole groups) against `rows` rows
-    /// of `b`, each product in `ggml_vec_dot_f16`'s order.
+    /// of `b`, each product in `ggml_vec_dot_f16`'s order. Rows of 32, 64 or 128 elements in
+    /// whole groups (K·Q) go through [`keys`], the vectors held in registers; other rows go two
+    /// at a time, each widened element loaded once for both (P·V from L2 was bound by those
+    /// loads: 6 of 64 bytes for 6 FMAs a group; criterion `pv1` 384 -> ~300 µs).
     ///
     /// # Safety
     /// AVX-512 F/BW/VL, AVX2, FMA and F16C must be present; `w` must hold `M` vectors of
@@ -1447,53 +1450,20 @@ mod avx512 {
         let full = np.min(len) & !31;
         let ends = np.min(len.div_ceil(32) * 32);
         let pf = pf_rows(stride);
-        let row = |pb: *const u16| {
-            let mut acc = [[_mm512_setzero_ps(); 2]; M];
-            let mut i = 0;
-            while i < full {
-                _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(pf * stride + i).cast());
-                let y = [full16(pb, i), full16(pb, i + 16)];
-                for (h, acc) in acc.iter_mut().enumerate() {
-                    for k in 0..2 {
-                        let x = _mm512_loadu_ps(w.add(h * lw + i + 16 * k));
-                        acc[k] = _mm512_fmadd_ps(x, y[k], acc[k]);
-                    }
-                }
-                i += 32;
-            }
-            if i < ends {
-                let y = [pad16(pb, i, len), pad16(pb, i + 16, len)];
-                for (h, acc) in acc.iter_mut().enumerate() {
-                    for k in 0..2 {
-                        let x = _mm512_loadu_ps(w.add(h * lw + i + 16 * k));
-                        acc[k] = _mm512_fmadd_ps(x, y[k], acc[k]);
-                    }
-                }
-            }
-            acc
-        };
-        let mut r = 0;
         if np >= len && full == len {
-            // whole groups only (K·Q): eight rows at a time, their horizontal sums together
-            while r + 8 <= rows {
-                let mut x0 = [[_mm256_setzero_ps(); 8]; M];
-                for j in 0..8 {
-                    cur.row();
-                    let acc = row(b.add((r + j) * stride));
-                    for (x0, a) in x0.iter_mut().zip(acc) {
-                        x0[j] = fold(a);
-                    }
-                }
-                for (h, x0) in x0.iter().enumerate() {
-                    _mm256_storeu_ps(out.add(h * ldo + r), reduce8_hadd(x0));
-                }
-                r += 8;
+            match len {
+                32 => return keys::<M, 1>(w, lw, b, stride, out, ldo, rows, cur),
+                64 => return keys::<M, 2>(w, lw, b, stride, out, ldo, rows, cur),
+                128 => return keys::<M, 4>(w, lw, b, stride, out, ldo, rows, cur),
+                _ => {}
             }
         }
-        for r in r..rows {
-            cur.row();
+        let rows_at =
+            |pb: [*const u16; 2]| accumulate::<M, 2>(w, lw, pb, len, full, ends, pf * stride);
+        let row = |pb: *const u16| accumulate::<M, 1>(w, lw, [pb], len, full, ends, pf * stride)[0];
+        // one row's outputs from its accumulators
+        let finish = |r: usize, acc: [[__m512; 2]; M]| {
             let pb = b.add(r * stride);
-            let acc = row(pb);
             for (h, acc) in acc.into_iter().enumerate() {
                 let mut s = hadd_x0(fold(acc)) as f64;
                 if np < len {
@@ -1504,6 +1474,157 @@ mod avx512 {
                     }
                 }
                 *out.add(h * ldo + r) = s as f32;
+            }
+        };
+        let mut r = 0;
+        if np >= len && full == len {
+            // whole groups only: eight rows at a time, their horizontal sums together
+            while r + 8 <= rows {
+                let mut x0 = [[_mm256_setzero_ps(); 8]; M];
+                for j in (0..8).step_by(2) {
+                    cur.row();
+                    cur.row();
+                    let acc = rows_at([b.add((r + j) * stride), b.add((r + j + 1) * stride)]);
+                    for h in 0..M {
+                        x0[h][j] = fold(acc[0][h]);
+                        x0[h][j + 1] = fold(acc[1][h]);
+                    }
+                }
+                for (h, x0) in x0.iter().enumerate() {
+                    _mm256_storeu_ps(out.add(h * ldo + r), reduce8_hadd(x0));
+                }
+                r += 8;
+            }
+        }
+        // two rows at a time: each widened element loaded once for both
+        while r + 2 <= rows {
+            cur.row();
+            cur.row();
+            let [a0, a1] = rows_at([b.add(r * stride), b.add((r + 1) * stride)]);
+            finish(r, a0);
+            finish(r + 1, a1);
+            r += 2;
+        }
+        if r < rows {
+            cur.row();
+            finish(r, row(b.add(r * stride)));
+        }
+    }
+
+    /// The accumulators of [`group_rows`] for the `R` rows at `pb`: `(a0 | a1)` and `(a2 | a3)`
+    /// of `ggml_vec_dot_f16` for each of the `M` vectors, over the whole groups below `full`
+    /// and the zero-padded one up to `ends`; each widened element is loaded once for the `R`
+    /// rows, and each row's line `ahead` elements on is fetched into cache.
+    ///
+    /// # Safety
+    /// As [`group_rows`], for the rows at `pb`.
+    // index loops: the iterator adapters were left as calls, spilling the accumulators
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    unsafe fn accumulate<const M: usize, const R: usize>(
+        w: *const f32,
+        lw: usize,
+        pb: [*const u16; R],
+        len: usize,
+        full: usize,
+        ends: usize,
+        ahead: usize,
+    ) -> [[[__m512; 2]; M]; R] {
+        let mut acc = [[[_mm512_setzero_ps(); 2]; M]; R];
+        let mut y = [[_mm512_setzero_ps(); 2]; R];
+        let mut i = 0;
+        while i < full {
+            for q in 0..R {
+                _mm_prefetch::<_MM_HINT_T0>(pb[q].wrapping_add(ahead + i).cast());
+                y[q] = [full16(pb[q], i), full16(pb[q], i + 16)];
+            }
+            for h in 0..M {
+                for k in 0..2 {
+                    let x = _mm512_loadu_ps(w.add(h * lw + i + 16 * k));
+                    for q in 0..R {
+                        acc[q][h][k] = _mm512_fmadd_ps(x, y[q][k], acc[q][h][k]);
+                    }
+                }
+            }
+            i += 32;
+        }
+        if i < ends {
+            for q in 0..R {
+                y[q] = [pad16(pb[q], i, len), pad16(pb[q], i + 16, len)];
+            }
+            for h in 0..M {
+                for k in 0..2 {
+                    let x = _mm512_loadu_ps(w.add(h * lw + i + 16 * k));
+                    for q in 0..R {
+                        acc[q][h][k] = _mm512_fmadd_ps(x, y[q][k], acc[q][h][k]);
+                    }
+                }
+            }
+        }
+        acc
+    }
+
+    /// [`group_rows`] for rows of `32 * G` elements, whole groups only (decode's K·Q at head
+    /// sizes 32, 64 and 128): the `M` widened vectors stay in registers for every row, where
+    /// the general loop reloads them from memory for each row, and the eight rows of a step
+    /// end in one [`reduce8_hadd`] per vector. The same operations on the same values in the
+    /// same order as [`group_rows`], so the same bits.
+    ///
+    /// # Safety
+    /// As [`group_rows`] with `len = n & !31 = 32 * G` (`w`: `M` vectors of `32 * G` f32).
+    // index loops: the iterator adapters were left as calls, spilling the accumulators
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    unsafe fn keys<const M: usize, const G: usize>(
+        w: *const f32,
+        lw: usize,
+        b: *const u16,
+        stride: usize,
+        out: *mut f32,
+        ldo: usize,
+        rows: usize,
+        cur: &mut super::AheadCursor,
+    ) {
+        let pf = pf_rows(stride);
+        let wr: [[[__m512; 2]; G]; M] = std::array::from_fn(|h| {
+            std::array::from_fn(|g| {
+                std::array::from_fn(|k| _mm512_loadu_ps(w.add(h * lw + 32 * g + 16 * k)))
+            })
+        });
+        let row = |pb: *const u16| {
+            let mut acc = [[_mm512_setzero_ps(); 2]; M];
+            for g in 0..G {
+                _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(pf * stride + 32 * g).cast());
+                let y = [full16(pb, 32 * g), full16(pb, 32 * g + 16)];
+                for h in 0..M {
+                    for k in 0..2 {
+                        acc[h][k] = _mm512_fmadd_ps(wr[h][g][k], y[k], acc[h][k]);
+                    }
+                }
+            }
+            acc
+        };
+        let mut r = 0;
+        while r + 8 <= rows {
+            let mut x0 = [[_mm256_setzero_ps(); 8]; M];
+            for j in 0..8 {
+                cur.row();
+                let acc = row(b.add((r + j) * stride));
+                for (x0, a) in x0.iter_mut().zip(acc) {
+                    x0[j] = fold(a);
+                }
+            }
+            for (h, x0) in x0.iter().enumerate() {
+                _mm256_storeu_ps(out.add(h * ldo + r), reduce8_hadd(x0));
+            }
+            r += 8;
+        }
+        for r in r..rows {
+            cur.row();
+            let acc = row(b.add(r * stride));
+            for (h, acc) in acc.into_iter().enumerate() {
+                *out.add(h * ldo + r) = hadd_x0(fold(acc));
             }
         }
     }
