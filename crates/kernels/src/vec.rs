@@ -1218,9 +1218,10 @@ mod avx2 {
             acc
         };
         let mut r = 0;
-        if np >= len && full == len {
-            // whole groups only (no padded group, no tail: attention's K·Q, a head's 64 or 128
-            // dimensions): eight rows at a time, their horizontal sums done together
+        if np >= len {
+            // no elements past the last group (K·Q, a head's 64 or 128 dimensions; P·V, whose
+            // rows llama.cpp pads to whole groups): eight rows at a time, their horizontal sums
+            // done together
             while r + 8 <= rows {
                 let mut x0 = [[_mm256_setzero_ps(); 8]; M];
                 for j in 0..8 {
@@ -1423,7 +1424,7 @@ mod avx512 {
     /// of `b`, each product in `ggml_vec_dot_f16`'s order. Rows of 32, 64 or 128 elements in
     /// whole groups (K·Q) go through [`keys`], the vectors held in registers; other rows go two
     /// at a time, each widened element loaded once for both (P·V from L2 was bound by those
-    /// loads: 6 of 64 bytes for 6 FMAs a group; criterion `pv1` 384 -> ~300 µs).
+    /// loads, six of 64 bytes for six FMAs a group; criterion `pv1` 384 -> ~300 µs).
     ///
     /// # Safety
     /// AVX-512 F/BW/VL, AVX2, FMA and F16C must be present; `w` must hold `M` vectors of
@@ -1477,8 +1478,9 @@ mod avx512 {
             }
         };
         let mut r = 0;
-        if np >= len && full == len {
-            // whole groups only: eight rows at a time, their horizontal sums together
+        if np >= len {
+            // no elements past the last group: eight rows at a time, their horizontal sums
+            // together
             while r + 8 <= rows {
                 let mut x0 = [[_mm256_setzero_ps(); 8]; M];
                 for j in (0..8).step_by(2) {
