@@ -1589,11 +1589,14 @@ mod avx512 {
         cur: &mut super::AheadCursor,
     ) {
         let pf = pf_rows(stride);
-        let wr: [[[__m512; 2]; G]; M] = std::array::from_fn(|h| {
-            std::array::from_fn(|g| {
-                std::array::from_fn(|k| _mm512_loadu_ps(w.add(h * lw + 32 * g + 16 * k)))
-            })
-        });
+        let mut wr = [[[_mm512_setzero_ps(); 2]; G]; M];
+        for h in 0..M {
+            for g in 0..G {
+                for k in 0..2 {
+                    wr[h][g][k] = _mm512_loadu_ps(w.add(h * lw + 32 * g + 16 * k));
+                }
+            }
+        }
         let row = |pb: *const u16| {
             let mut acc = [[_mm512_setzero_ps(); 2]; M];
             for g in 0..G {
