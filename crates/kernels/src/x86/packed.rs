@@ -257,6 +257,15 @@ macro_rules! each_row {
     }};
 }
 
+/// The eight rows' `d_w * d_y` of a block, stored by one 32-byte store and read back by one
+/// broadcast load per row ([`group_lanes`], [`group_q8_0`]). Aligned to 32 bytes so the store
+/// never spans two cache lines: an unaligned slot on the stack did whenever the caller's frame
+/// put it across a 64-byte boundary, and then every broadcast load waited for the split store
+/// instead of being forwarded from it (the Q5_1 output matrix of the low tier ran at half speed
+/// in a build whose only change was a larger frame in the caller, docs/performance.md).
+#[repr(C, align(32))]
+struct Scales([f32; 8]);
+
 /// One token against one lane-order group of eight rows (Q5_0: `MIN` false, `HIGH` true; Q4_1:
 /// `MIN`; Q5_1: both), each row summed exactly as ggml's one-row AVX2 `vec_dot` (`q5_0_q8_0`,
 /// `q4_1_q8_1`, `q5_1_q8_1`) sums it: per block the integer sums of four products in eight
@@ -285,15 +294,15 @@ unsafe fn group_lanes<L: Level, const MIN: bool, const HIGH: bool>(p: Panel) {
         } else {
             _mm256_sub_epi32(_mm256_setzero_si256(), mul_sum_us8_pairs::<L>(sixteen, y))
         };
-        let mut d = [0f32; 8];
+        let mut d = Scales([0f32; 8]);
         let dd = _mm256_mul_ps(
             _mm256_cvtph_ps(_mm_loadu_si128(b.cast())),
             _mm256_set1_ps(*p.d.add(l)),
         );
-        _mm256_storeu_ps(d.as_mut_ptr(), dd);
+        _mm256_store_ps(d.0.as_mut_ptr(), dd);
         // read back from memory, one broadcast load per row (which LLVM otherwise turns into
         // two shuffles of `dd` for most rows)
-        let d = std::hint::black_box(&d);
+        let d = &std::hint::black_box(&d).0;
         if MIN {
             let ms = _mm256_mul_ps(
                 _mm256_cvtph_ps(_mm_loadu_si128(b.add(16).cast())),
@@ -332,14 +341,14 @@ unsafe fn group_q8_0<L: Level>(p: Panel) {
     for l in 0..p.nb {
         let b = p.w.add(l * gb);
         let y = _mm256_loadu_si256(p.a.add(l * 34 + 2).cast());
-        let mut d = [0f32; 8];
+        let mut d = Scales([0f32; 8]);
         let dd = _mm256_mul_ps(
             _mm256_cvtph_ps(_mm_loadu_si128(b.cast())),
             _mm256_set1_ps(*p.d.add(l)),
         );
-        _mm256_storeu_ps(d.as_mut_ptr(), dd);
+        _mm256_store_ps(d.0.as_mut_ptr(), dd);
         // one broadcast load per row (see `group_lanes`)
-        let d = std::hint::black_box(&d);
+        let d = &std::hint::black_box(&d).0;
         // VNNI: `q * y` = `(q + 128) * y - 128 * y`, the unsigned `q + 128` (`q ^ 0x80`) into
         // one `vpdpbusd` that starts from `-128 * sum(y)` (the same exact i32 sums as the signs)
         let neg = if L::VNNI {
