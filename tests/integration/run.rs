@@ -262,6 +262,65 @@ fn generates_deterministically_with_confidence_and_timings() {
     );
 }
 
+#[test]
+fn profile_says_where_prefill_and_decode_time_went() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("tiny.gguf");
+    write_model(&p, "llama", None);
+    let (plain, _, _) = json_run(&p, &[]);
+    assert!(plain.get("profile").is_none(), "no profile unless asked");
+    let (v, _, rc) = json_run(&p, &["--profile"]);
+    assert_eq!(rc, 0);
+    assert_eq!(v["tokens"], plain["tokens"], "profiling changes no token");
+    let t = &v["timings"];
+    for (what, tokens, wall, sections) in [
+        (
+            "prefill",
+            &t["prompt_tokens"],
+            &t["prefill_ms"],
+            &["qkv", "attention", "wo", "gate_up", "down", "output"][..],
+        ),
+        (
+            "decode",
+            &t["decode_tokens"],
+            &t["decode_ms"],
+            &[
+                "qkv", "kq", "softmax", "pv", "wo", "gate_up", "down", "output",
+            ][..],
+        ),
+    ] {
+        let q = &v["profile"][what];
+        assert_eq!(&q["tokens"], tokens, "{what}: {q}");
+        let ms = q["ms"].as_object().unwrap();
+        for s in sections {
+            assert!(ms[*s].as_f64().unwrap() > 0.0, "{what} lacks `{s}`: {q}");
+        }
+        // the sections tile the passes, which the run's timer encloses
+        let sum: f64 = ms.values().map(|x| x.as_f64().unwrap()).sum();
+        let total = q["total_ms"].as_f64().unwrap();
+        assert!((sum - total).abs() < 1e-6 * total.max(1.0), "{what}: {q}");
+        assert!(
+            total <= wall.as_f64().unwrap(),
+            "{what}: {total} ms of {wall}"
+        );
+    }
+    // without --json: a table on stderr
+    let o = slmpack_p(&[
+        os("run"),
+        p.as_os_str(),
+        os("-p"),
+        os("hi"),
+        os("-n"),
+        os("3"),
+        os("--profile"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    for want in ["profile: prefill", "profile: decode", "ms/token", "gate_up"] {
+        assert!(err.contains(want), "no `{want}` in:\n{err}");
+    }
+}
+
 /// Serve one chat completion; returns the URL and a receiver for the request body.
 fn fake_server(answer: &'static str) -> (String, std::sync::mpsc::Receiver<String>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

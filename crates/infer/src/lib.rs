@@ -20,6 +20,7 @@ pub mod generate;
 pub mod matmul;
 pub mod model;
 pub mod ops;
+pub mod profile;
 pub mod sampler;
 pub mod session;
 pub mod tensor;
@@ -27,6 +28,7 @@ pub mod text;
 
 pub use error::{InferError, Result};
 pub use model::{Config, Model};
+pub use profile::{Profile, Profiles, Section};
 pub use sampler::{Confidence, Sampler, SamplerConfig};
 pub use session::Session;
 pub use tensor::QTensor;

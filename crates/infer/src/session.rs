@@ -13,6 +13,7 @@ use slmpack_kernels::vec::{
 use crate::matmul::{matmul, matvec_many};
 use crate::model::Model;
 use crate::ops::{rms_norm, rope_cache, rope_norm};
+use crate::profile::{Laps, Profiles, Section};
 use slmpack_kernels::hugebuf::HugeBuf;
 use slmpack_kernels::pool::{for_each_row, for_each_row2, SharedMut};
 
@@ -87,6 +88,8 @@ pub struct Session<'m, 'a> {
     /// as in llama.cpp without flash attention)
     v_cache: KvBuf,
     s: Scratch,
+    /// Time per section of the passes, when asked for ([`Session::enable_profile`]).
+    profile: Option<Profiles>,
 }
 
 impl<'m, 'a> Session<'m, 'a> {
@@ -123,7 +126,19 @@ impl<'m, 'a> Session<'m, 'a> {
                 probs: vec![0; c.n_head * n_ctx],
                 logits: vec![0.0; c.n_vocab],
             },
+            profile: None,
         })
+    }
+
+    /// Times every later forward pass by section (see [`crate::profile`]); what was counted
+    /// before is kept.
+    pub fn enable_profile(&mut self) {
+        self.profile.get_or_insert_with(Profiles::default);
+    }
+
+    /// The time per section of the passes since [`Session::enable_profile`], if it was called.
+    pub fn profile(&self) -> Option<&Profiles> {
+        self.profile.as_ref()
     }
 
     pub fn model(&self) -> &Model<'a> {
@@ -206,6 +221,7 @@ impl<'m, 'a> Session<'m, 'a> {
         let (e, qd, kvd, hd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim, c.n_ff);
         let pos0 = self.pos;
         let s = &mut self.s;
+        let mut laps = Laps::start(self.profile.is_some());
 
         // embeddings
         for (t, &id) in tokens.iter().enumerate() {
@@ -227,6 +243,7 @@ impl<'m, 'a> Session<'m, 'a> {
             );
         }
 
+        laps.lap(Section::Embed);
         let scale = 1.0 / (hd as f32).sqrt();
         let group = c.n_head / c.n_head_kv;
         let n_ctx = self.n_ctx;
@@ -237,6 +254,7 @@ impl<'m, 'a> Session<'m, 'a> {
             for_each_row(xn, e, TOKENS_PER_TASK, |t, xr| {
                 rms_norm(&x[t * e..(t + 1) * e], &l.attn_norm, c.rms_eps, xr)
             });
+            laps.lap(Section::Elementwise);
             let q = &mut s.q[..n * qd];
             let k = &mut s.k[..n * kvd];
             let v = &mut s.v[..n * kvd];
@@ -247,6 +265,7 @@ impl<'m, 'a> Session<'m, 'a> {
                 matmul(&l.wk, xn, n, k);
                 matmul(&l.wv, xn, n, v);
             }
+            laps.lap(Section::Qkv);
             add_bias(q, l.bq.as_deref());
             add_bias(k, l.bk.as_deref());
             add_bias(v, l.bv.as_deref());
@@ -314,6 +333,7 @@ impl<'m, 'a> Session<'m, 'a> {
                 // over chunks of V rows. K·Q, mostly arithmetic, fetches the V columns of its keys
                 // into cache as it goes, so P·V does not wait on memory (one thread, q4_0, ~600
                 // positions: P·V 0.80 -> 0.42 ms a token, K·Q +0.02; docs/performance.md)
+                laps.lap(Section::Rope);
                 let n_kv = pos0 + 1;
                 let isa = slmpack_kernels::isa();
                 let kchunks = n_kv.div_ceil(KEYS_PER_TASK);
@@ -341,6 +361,7 @@ impl<'m, 'a> Session<'m, 'a> {
                         )
                     };
                 });
+                laps.lap(Section::Kq);
                 // the new token's V column: K·Q fetched the lines it goes into (its V columns
                 // end at this one), where storing it before K·Q missed the cache once for each
                 // of its `kvd` elements, a V row apart
@@ -362,6 +383,7 @@ impl<'m, 'a> Session<'m, 'a> {
                         to_f16(&sc[..n_kv], &mut p[..n_kv]);
                     },
                 );
+                laps.lap(Section::Softmax);
                 let probs = &s.probs[..];
                 let dchunks = hd.div_ceil(DIMS_PER_TASK);
                 slmpack_kernels::pool::for_each(c.n_head_kv * dchunks, |task| {
@@ -386,7 +408,9 @@ impl<'m, 'a> Session<'m, 'a> {
                         )
                     };
                 });
+                laps.lap(Section::Pv);
             } else {
+                laps.lap(Section::Rope);
                 slmpack_kernels::pool::for_each(c.n_head * blocks, |task| {
                     let h = task % c.n_head;
                     let b = task / c.n_head;
@@ -464,8 +488,12 @@ impl<'m, 'a> Session<'m, 'a> {
                     });
                 });
             }
+            if n > 1 {
+                laps.lap(Section::Attention);
+            }
             let o = &mut s.o[..n * e];
             matmul(&l.wo, &s.att[..n * qd], n, o);
+            laps.lap(Section::Wo);
             add_bias(o, l.bo.as_deref());
             let x = &mut s.x[..n * e];
             let o = &*o;
@@ -479,6 +507,7 @@ impl<'m, 'a> Session<'m, 'a> {
             for_each_row(xn, e, TOKENS_PER_TASK, |t, xr| {
                 rms_norm(&x[t * e..(t + 1) * e], &l.ffn_norm, c.rms_eps, xr)
             });
+            laps.lap(Section::Elementwise);
             let gate = &mut s.gate[..n * ff];
             let up = &mut s.up[..n * ff];
             if n == 1 {
@@ -487,12 +516,15 @@ impl<'m, 'a> Session<'m, 'a> {
                 matmul(&l.w_gate, xn, n, gate);
                 matmul(&l.w_up, xn, n, up);
             }
+            laps.lap(Section::GateUp);
             let up = &*up;
             for_each_row(gate, ff, TOKENS_PER_TASK, |t, g| {
                 swiglu(g, &up[t * ff..(t + 1) * ff])
             });
+            laps.lap(Section::Elementwise);
             let o = &mut s.o[..n * e];
             matmul(&l.w_down, gate, n, o);
+            laps.lap(Section::Down);
             let o = &*o;
             let x = &mut s.x[..n * e];
             for_each_row(x, e, TOKENS_PER_TASK, |t, xr| {
@@ -500,6 +532,7 @@ impl<'m, 'a> Session<'m, 'a> {
             });
         }
 
+        laps.lap(Section::Elementwise);
         // output
         let x = &s.x[..n * e];
         match all_logits {
@@ -521,6 +554,10 @@ impl<'m, 'a> Session<'m, 'a> {
                 rms_norm(&x[(n - 1) * e..n * e], &m.output_norm, c.rms_eps, xn);
                 matmul(&m.output, xn, 1, &mut s.logits);
             }
+        }
+        laps.lap(Section::Output);
+        if let Some(p) = self.profile.as_mut() {
+            p.add(n, &laps);
         }
         self.pos += n;
     }
@@ -713,6 +750,54 @@ mod tests {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&la), bits(&lb), "batch {batch}");
         }
+    }
+
+    #[test]
+    fn the_profile_tiles_each_pass_and_changes_no_logit() {
+        use crate::profile::Section;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        tiny(&path);
+        let f = GgufFile::open(&path).unwrap();
+        let m = Model::load(&f).unwrap();
+        let toks: Vec<u32> = (0..9).map(|i| (i * 5 + 1) % 40).collect();
+        let mut plain = Session::new(&m, 32, 8).unwrap();
+        let mut timed = Session::new(&m, 32, 8).unwrap();
+        assert!(timed.profile().is_none());
+        timed.enable_profile();
+        let t0 = std::time::Instant::now();
+        // a prompt of 9 in batches of 8 and 1, then 3 decode steps
+        let want: Vec<f32> = plain.eval(&toks).unwrap().to_vec();
+        assert_eq!(timed.eval(&toks).unwrap(), &want[..]);
+        for t in [3u32, 17, 30] {
+            let want = plain.eval(&[t]).unwrap().to_vec();
+            assert_eq!(timed.eval(&[t]).unwrap(), &want[..]);
+        }
+        let wall = t0.elapsed().as_secs_f64() * 1e3;
+        let p = timed.profile().unwrap();
+        assert_eq!((p.prefill.passes, p.prefill.tokens), (1, 8));
+        // the ninth prompt token went alone, as decode steps do
+        assert_eq!((p.decode.passes, p.decode.tokens), (4, 4));
+        let names = |q: &crate::profile::Profile| q.sections().map(|(s, _)| s).collect::<Vec<_>>();
+        for s in [
+            Section::Qkv,
+            Section::Attention,
+            Section::Wo,
+            Section::GateUp,
+            Section::Down,
+        ] {
+            assert!(names(&p.prefill).contains(&s), "prefill lacks {s:?}");
+        }
+        for s in [Section::Kq, Section::Softmax, Section::Pv, Section::Output] {
+            assert!(names(&p.decode).contains(&s), "decode lacks {s:?}");
+            assert!(!names(&p.prefill).contains(&Section::Kq));
+        }
+        assert!(!names(&p.decode).contains(&Section::Attention));
+        let timed_ms = p.prefill.total_ms() + p.decode.total_ms();
+        assert!(
+            timed_ms > 0.0 && timed_ms <= wall,
+            "{timed_ms} ms of sections in {wall} ms"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use slmpack_gguf::GgufFile;
 use slmpack_infer::chat::{self, Message};
 use slmpack_infer::fallback::{FallbackClient, FallbackConfig};
 use slmpack_infer::generate::{generate, Generation};
-use slmpack_infer::{Model, Sampler, SamplerConfig, Session, TextCodec};
+use slmpack_infer::{Model, Profile, Profiles, Sampler, SamplerConfig, Session, TextCodec};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Metric {
@@ -91,6 +91,10 @@ pub struct Args {
     /// Print the kernel ISA, model information and timings to stderr.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// Time each part of the forward pass (products, attention, norms...) and print where
+    /// prefill's and decode's time went: a table on stderr, or `profile` in the `--json` object.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// A rayon pool with `threads` workers (default: rayon's choice, all cores).
@@ -221,8 +225,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
 
     let stream = !a.json && a.min_confidence.is_none();
-    let gen: Generation = pool.install(|| -> anyhow::Result<Generation> {
+    let (gen, profile) = pool.install(|| -> anyhow::Result<(Generation, Option<Profiles>)> {
         let mut session = Session::new(&model, n_ctx, a.batch_size)?;
+        if a.profile {
+            session.enable_profile();
+        }
         let mut sampler = Sampler::new(
             SamplerConfig {
                 temp: a.temp,
@@ -233,7 +240,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             c.n_vocab,
         );
         let mut out = std::io::stdout().lock();
-        Ok(generate(
+        let gen = generate(
             &mut session,
             &codec,
             &mut sampler,
@@ -245,7 +252,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     let _ = out.flush();
                 }
             },
-        )?)
+        )?;
+        Ok((gen, session.profile().cloned()))
     })?;
 
     let confidence = match a.confidence_metric {
@@ -303,6 +311,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             },
             "isa": slmpack_kernels::isa().name(),
         });
+        let mut v = v;
+        if let Some(p) = &profile {
+            v["profile"] = json!({
+                "prefill": profile_json(&p.prefill),
+                "decode": profile_json(&p.decode),
+            });
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let mut out = std::io::stdout().lock();
@@ -316,6 +331,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 a.min_confidence.unwrap_or(0.0)
             );
         }
+    }
+    if let (Some(p), false) = (&profile, a.json) {
+        eprint!("{}", profile_table(p));
     }
     if a.verbose {
         eprintln!(
@@ -333,6 +351,40 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `{"passes", "tokens", "ms": {section: ms}}`.
+fn profile_json(p: &Profile) -> serde_json::Value {
+    let ms: serde_json::Map<String, serde_json::Value> = p
+        .sections()
+        .map(|(s, ms)| (s.name().to_string(), json!(ms)))
+        .collect();
+    json!({"passes": p.passes, "tokens": p.tokens, "total_ms": p.total_ms(), "ms": ms})
+}
+
+/// Prefill's and decode's time per section: ms in all, ms per token, share.
+fn profile_table(p: &Profiles) -> String {
+    let mut s = String::new();
+    for (what, q) in [("prefill", &p.prefill), ("decode", &p.decode)] {
+        if q.tokens == 0 {
+            continue;
+        }
+        let total = q.total_ms();
+        s += &format!(
+            "profile: {what}, {} tokens in {} passes, {total:.1} ms\n  {:<12} {:>10} {:>12} {:>6}\n",
+            q.tokens, q.passes, "section", "ms", "ms/token", "share"
+        );
+        for (sec, ms) in q.sections() {
+            s += &format!(
+                "  {:<12} {:>10.2} {:>12.4} {:>5.1}%\n",
+                sec.name(),
+                ms,
+                ms / q.tokens as f64,
+                100.0 * ms / total.max(f64::MIN_POSITIVE)
+            );
+        }
+    }
+    s
 }
 
 /// The cache a run needs for `need` tokens (the prompt and `-n`): `need` in llama.cpp's steps of
