@@ -5,31 +5,27 @@ Prints a Markdown table row per model. Greedy decoding of 128 tokens after a ~51
 The repetitive prompt keeps greedy decoding away from EOS on both sides.
 Then the memory-bandwidth bound of decode: each generated token reads every weight once, so decode
 cannot beat (copy bandwidth) / (weight bytes); the copy bandwidth is measured here with a 256 MiB
-numpy copy (bytes read + written per second, best of 5)."""
+numpy copy (bytes read + written per second). It is measured twice: right before each of a
+model's slmpack runs (best of 5 copies each time, so the bound and the decode speed it is compared
+with come from the same minute of a host whose speed drifts), and once after all the models (best
+of 5, the only figure in the tables of docs/performance.md before 2026-11-27 16:00); both bounds
+are printed."""
 import json, subprocess, sys, time
 import numpy as np
 
 from llama_timing import N_CTX, N_GEN, llama_speed
 
 def slm(bin_, model, threads, prompt):
-    best_pp = best_tg = 0.0
+    """(best prefill t/s, best decode t/s, best copy bandwidth measured before each run)"""
+    best_pp = best_tg = best_bw = 0.0
     for _ in range(3):
+        best_bw = max(best_bw, copy_bandwidth())
         out = subprocess.run([bin_, "run", model, "-p", prompt, "-n", str(N_GEN), "-c", str(N_CTX),
                               "--threads", str(threads), "--json"],
                              capture_output=True, text=True, check=True)
         t = json.loads(out.stdout)["timings"]
         best_pp = max(best_pp, t["prefill_tokens_per_s"]); best_tg = max(best_tg, t["decode_tokens_per_s"])
-    return best_pp, best_tg
-
-bin_, threads = sys.argv[1], int(sys.argv[2])
-print("| model | threads | prompt tokens | slmpack pp t/s | llama.cpp pp t/s | pp ratio | slmpack tg t/s | llama.cpp tg t/s | tg ratio |")
-print("|---|---|---|---|---|---|---|---|---|")
-rows = []
-for m in sys.argv[3:]:
-    text, n, lpp, ltg = llama_speed(m, threads)
-    spp, stg = slm(bin_, m, threads, text)
-    rows.append((m, stg))
-    print(f"| {m.split('/')[-1]} | {threads} | {n} | {spp:.1f} | {lpp:.1f} | {spp/lpp:.2f} | {stg:.1f} | {ltg:.1f} | {stg/ltg:.2f} |", flush=True)
+    return best_pp, best_tg, best_bw
 
 def copy_bandwidth():
     a = np.ones(256 << 18, dtype=np.float32)  # 256 MiB
@@ -40,15 +36,25 @@ def copy_bandwidth():
         best = max(best, 2 * a.nbytes / (t1 - t0))
     return best
 
+bin_, threads = sys.argv[1], int(sys.argv[2])
+print("| model | threads | prompt tokens | slmpack pp t/s | llama.cpp pp t/s | pp ratio | slmpack tg t/s | llama.cpp tg t/s | tg ratio |")
+print("|---|---|---|---|---|---|---|---|---|")
+rows = []
+for m in sys.argv[3:]:
+    text, n, lpp, ltg = llama_speed(m, threads)
+    spp, stg, sbw = slm(bin_, m, threads, text)
+    rows.append((m, stg, sbw))
+    print(f"| {m.split('/')[-1]} | {threads} | {n} | {spp:.1f} | {lpp:.1f} | {spp/lpp:.2f} | {stg:.1f} | {ltg:.1f} | {stg/ltg:.2f} |", flush=True)
+
 def weight_bytes(model):
     from gguf import GGUFReader
     return sum(int(t.n_bytes) for t in GGUFReader(model).tensors)
 
 bw = copy_bandwidth()
-print(f"\ncopy bandwidth (read + write): {bw / 1e9:.1f} GB/s")
-print("| model | weight bytes | bound t/s | slmpack tg t/s | fraction of bound |")
-print("|---|---|---|---|---|")
-for m, stg in rows:
+print(f"\ncopy bandwidth (read + write) after all the models: {bw / 1e9:.1f} GB/s")
+print("| model | weight bytes | copy GB/s at its runs | bound t/s | slmpack tg t/s | fraction of bound | bound from the copy after all models | fraction of that |")
+print("|---|---|---|---|---|---|---|---|")
+for m, stg, sbw in rows:
     wb = weight_bytes(m)
-    bound = bw / wb
-    print(f"| {m.split('/')[-1]} | {wb / 1e6:.1f} MB | {bound:.0f} | {stg:.1f} | {stg / bound:.2f} |", flush=True)
+    bound, bound_end = sbw / wb, bw / wb
+    print(f"| {m.split('/')[-1]} | {wb / 1e6:.1f} MB | {sbw / 1e9:.1f} | {bound:.0f} | {stg:.1f} | {stg / bound:.2f} | {bound_end:.0f} | {stg / bound_end:.2f} |", flush=True)
