@@ -285,7 +285,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
 
     if a.json {
-        let v = json!({
+        let mut v = json!({
             "path": path,
             "text": text,
             "local_text": gen.text,
@@ -311,7 +311,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             },
             "isa": slmpack_kernels::isa().name(),
         });
-        let mut v = v;
         if let Some(p) = &profile {
             v["profile"] = json!({
                 "prefill": profile_json(&p.prefill),
@@ -353,7 +352,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `{"passes", "tokens", "ms": {section: ms}}`.
+/// `{"passes", "tokens", "total_ms", "ms": {section: ms}}` (sections that took no time left out).
 fn profile_json(p: &Profile) -> serde_json::Value {
     let ms: serde_json::Map<String, serde_json::Value> = p
         .sections()
