@@ -487,8 +487,6 @@ impl<'m, 'a> Session<'m, 'a> {
                         }
                     });
                 });
-            }
-            if n > 1 {
                 laps.lap(Section::Attention);
             }
             let o = &mut s.o[..n * e];
@@ -790,7 +788,9 @@ mod tests {
         }
         for s in [Section::Kq, Section::Softmax, Section::Pv, Section::Output] {
             assert!(names(&p.decode).contains(&s), "decode lacks {s:?}");
-            assert!(!names(&p.prefill).contains(&Section::Kq));
+        }
+        for s in [Section::Kq, Section::Softmax, Section::Pv] {
+            assert!(!names(&p.prefill).contains(&s), "prefill has {s:?}");
         }
         assert!(!names(&p.decode).contains(&Section::Attention));
         let timed_ms = p.prefill.total_ms() + p.decode.total_ms();
