@@ -263,6 +263,40 @@ fn generates_deterministically_with_confidence_and_timings() {
 }
 
 #[test]
+fn ignore_eos_generates_every_requested_token() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("tiny.gguf");
+    write_model(&p, "llama", None);
+    // hot sampling over the whole vocabulary; the first seed whose answer ends on an
+    // end-of-generation token (<|endoftext|> 256 or <|im_end|> 258) before `-n`
+    let hot = |seed: &str, extra: &[&str]| {
+        let flags = [
+            "-p", "héllo", "-n", "100", "--json", "--temp", "3", "--top-k", "0", "--top-p", "1",
+            "--seed", seed,
+        ];
+        let mut args = vec![os("run"), p.as_os_str()];
+        args.extend(flags.iter().chain(extra).map(os));
+        let o = slmpack_p(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    let seed = (0..40)
+        .map(|s| s.to_string())
+        .find(|s| hot(s, &[])["stop"] == "eog")
+        .expect("some seed samples an end-of-generation token in 100 steps");
+    let v = hot(&seed, &[]);
+    assert!(v["n_tokens"].as_u64().unwrap() < 100, "{v}");
+    let v = hot(&seed, &["--ignore-eos"]);
+    assert_eq!(v["stop"], "length", "{v}");
+    assert_eq!(v["n_tokens"], 100, "{v}");
+    let ids: Vec<u64> = serde_json::from_value(v["tokens"].clone()).unwrap();
+    assert!(
+        !ids.contains(&256) && !ids.contains(&258),
+        "no end-of-generation token sampled: {ids:?}"
+    );
+}
+
+#[test]
 fn profile_says_where_prefill_and_decode_time_went() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("tiny.gguf");

@@ -62,17 +62,30 @@ fn rate(n: usize, ms: f64) -> f64 {
 }
 
 /// Generate up to `max_tokens` after `prompt`, calling `on_text` with each piece of text as soon
-/// as it is complete UTF-8.
+/// as it is complete UTF-8. With `ignore_eog`, end-of-generation tokens are never sampled (their
+/// logits are `-inf`, as llama.cpp's `--ignore-eos`), so generation runs to `max_tokens` or the
+/// end of the context.
 pub fn generate(
     session: &mut Session,
     codec: &TextCodec,
     sampler: &mut Sampler,
     prompt: &[u32],
     max_tokens: usize,
+    ignore_eog: bool,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
+    let mask = |logits: &mut [f32]| {
+        if ignore_eog {
+            for &id in &codec.eog {
+                if let Some(l) = logits.get_mut(id as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+    };
     let t0 = Instant::now();
-    let mut logits = session.eval(prompt)?;
+    let mut logits = session.eval_mut(prompt)?;
+    mask(logits);
     let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
 
     let mut tokens = Vec::with_capacity(max_tokens);
@@ -102,7 +115,8 @@ pub fn generate(
         if session.pos() >= session.n_ctx() {
             break StopReason::Context;
         }
-        logits = session.eval(&[id])?;
+        logits = session.eval_mut(&[id])?;
+        mask(logits);
         decode_steps += 1;
     };
     let rest = dec.finish(codec)?;

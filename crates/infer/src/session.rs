@@ -189,6 +189,12 @@ impl<'m, 'a> Session<'m, 'a> {
 
     /// Append `tokens` to the sequence and return the logits after the last one.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        Ok(self.eval_mut(tokens)?)
+    }
+
+    /// [`Session::eval`], the logits writable (to mask tokens before sampling without a copy);
+    /// the next evaluation overwrites them.
+    pub fn eval_mut(&mut self, tokens: &[u32]) -> Result<&mut [f32]> {
         if tokens.is_empty() {
             return Err(InferError::Invalid("no tokens to evaluate".into()));
         }
@@ -196,7 +202,7 @@ impl<'m, 'a> Session<'m, 'a> {
         for chunk in tokens.chunks(self.s.cap) {
             slmpack_kernels::pool::hot(|| self.forward(chunk, None));
         }
-        Ok(&self.s.logits)
+        Ok(&mut self.s.logits)
     }
 
     /// Append `tokens` and return the logits after every one of them (`tokens.len() * n_vocab`).

@@ -31,6 +31,10 @@ pub struct Args {
     /// Most tokens to generate.
     #[arg(long = "n-predict", short = 'n', default_value_t = 128)]
     pub n_predict: usize,
+    /// Never sample an end-of-generation token (EOS, EOT...): generate exactly `-n` tokens
+    /// unless the context fills, as llama.cpp's `--ignore-eos` (for benchmarks).
+    #[arg(long)]
+    pub ignore_eos: bool,
     /// Apply the model's chat template (`tokenizer.chat_template`) to the prompt.
     #[arg(long)]
     pub chat: bool,
@@ -246,6 +250,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             &mut sampler,
             &prompt,
             a.n_predict,
+            a.ignore_eos,
             |piece| {
                 if stream {
                     let _ = out.write_all(piece.as_bytes());
