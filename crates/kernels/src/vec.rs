@@ -1156,12 +1156,13 @@ mod avx2 {
     }
 
     /// How many rows ahead [`group_rows`] prefetches, rows `stride` elements apart: four, and
-    /// for short rows as many as make 2 KiB. Decode's K·Q reads a head's keys as one run of
+    /// for short rows as many as make 8 KiB. Decode's K·Q reads a head's keys as one run of
     /// 128-byte rows, where four rows (512 bytes) ahead is less than memory's latency covers;
     /// 2 KiB ahead took one-thread K·Q from 0.62 to 0.55 ms a token (q4_0 SmolLM2, ~600
-    /// positions, docs/performance.md). V rows (a row of the cache each) stay at four.
+    /// positions), and 8 KiB from 0.38-0.40 to 0.36-0.37 on a host with faster memory
+    /// (docs/performance.md). V rows (a row of the cache each) stay at four or five.
     pub(super) fn pf_rows(stride: usize) -> usize {
-        (2048 / (2 * stride).max(1)).max(4)
+        (8192 / (2 * stride).max(1)).max(4)
     }
 
     /// `M` widened vectors (`w`, `lw` apart, zero past `len` to whole groups) against `rows`

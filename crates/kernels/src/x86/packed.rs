@@ -6,7 +6,10 @@
 
 use std::arch::x86_64::*;
 
-use super::{entry_points, hsum_float_8, mul_sum_us8_pairs, mul_sum_us8_pairs_acc, or_and, Level};
+use super::{
+    entry_points, fetch_ahead, hsum_float_8, mul_sum_us8_pairs, mul_sum_us8_pairs_acc, or_and,
+    Level,
+};
 use crate::{GgmlType, Isa};
 
 /// What one call multiplies: a packed group of eight rows against up to four tokens.
@@ -49,6 +52,9 @@ unsafe fn group<L: Level, const N: usize>(p: Panel) {
     let mut acc = [_mm256_setzero_ps(); N];
     for l in 0..p.nb {
         let b = p.w.add(l * gb);
+        if N == 1 {
+            fetch_ahead(b, gb);
+        }
         let mut s16 = [_mm256_setzero_si256(); N];
         let mut s32 = [_mm256_setzero_si256(); N];
         for s in 0..4 {
@@ -109,6 +115,9 @@ unsafe fn group_q4_k<L: Level, const N: usize, const ONCE: bool>(p: Panel) {
     let mut accm = [_mm256_setzero_ps(); N];
     for b in 0..p.nb {
         let g = p.w.add(b * K_GB);
+        if N == 1 {
+            fetch_ahead(g, K_GB);
+        }
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(g.cast()));
         let mw = _mm256_cvtph_ps(_mm_loadu_si128(g.add(16).cast()));
         let mut dy = [_mm256_setzero_ps(); N];
@@ -288,6 +297,7 @@ unsafe fn group_lanes<L: Level, const MIN: bool, const HIGH: bool>(p: Panel) {
     let mut summs = _mm256_setzero_ps();
     for l in 0..p.nb {
         let b = p.w.add(l * gb);
+        fetch_ahead(b, gb);
         let y = _mm256_loadu_si256(p.a.add(l * ab + aq).cast());
         let neg_off = if MIN {
             _mm256_setzero_si256()
@@ -340,6 +350,7 @@ unsafe fn group_q8_0<L: Level>(p: Panel) {
     let mut acc = [_mm256_setzero_ps(); 8];
     for l in 0..p.nb {
         let b = p.w.add(l * gb);
+        fetch_ahead(b, gb);
         let y = _mm256_loadu_si256(p.a.add(l * 34 + 2).cast());
         let mut d = Scales([0f32; 8]);
         let dd = _mm256_mul_ps(
