@@ -189,7 +189,7 @@ impl<'m, 'a> Session<'m, 'a> {
 
     /// Append `tokens` to the sequence and return the logits after the last one.
     pub fn eval(&mut self, tokens: &[u32]) -> Result<&[f32]> {
-        Ok(self.eval_mut(tokens)?)
+        self.eval_mut(tokens).map(|l| &*l)
     }
 
     /// [`Session::eval`], the logits writable (to mask tokens before sampling without a copy);

@@ -167,6 +167,7 @@ const Q8_1: usize = 36;
 const Q4K: usize = 144;
 const Q5K: usize = 176;
 const Q6K: usize = 210;
+const Q8K: usize = 292;
 
 /// How far ahead of what they read the kernels that stream a one-token product's weights from
 /// memory (the packed ones, Q6_K's) fetch them into cache. The hardware prefetchers alone left
@@ -188,7 +189,6 @@ pub(crate) fn fetch_ahead(p: *const u8, len: usize) {
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(FETCH_AHEAD + 64 * k).cast()) };
     }
 }
-const Q8K: usize = 292;
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
