@@ -7,7 +7,8 @@ use std::cell::RefCell;
 
 use crate::error::{InferError, Result};
 use slmpack_kernels::vec::{
-    dots_f16_ggml, dots_f16_ggml_group_ptr, gemm_f16_ptr, softmax_row, swiglu, to_f16, Ahead,
+    dots_f16_ggml, dots_f16_ggml_group_ptr, gemm_f16_ptr, softmax_row, softmax_row_f16, swiglu,
+    to_f16, Ahead,
 };
 
 use crate::matmul::{matmul, matvec_many};
@@ -385,8 +386,7 @@ impl<'m, 'a> Session<'m, 'a> {
                     (&mut s.probs[..c.n_head * n_ctx], n_ctx),
                     1,
                     |_, sc, p| {
-                        softmax_row(&mut sc[..n_kv], scale, row_len);
-                        to_f16(&sc[..n_kv], &mut p[..n_kv]);
+                        softmax_row_f16(&mut sc[..n_kv], scale, row_len, &mut p[..n_kv]);
                     },
                 );
                 laps.lap(Section::Softmax);

@@ -171,6 +171,48 @@ fn ggml_order_dot_and_masked_softmax_rows() {
 }
 
 #[test]
+fn softmax_rows_to_f16_match_softmax_then_rounding_on_every_isa() {
+    // (visible values, row length): decode rows (a cache padded to 256), rows ending in a
+    // partial group of 8 (libm's tail), short rows
+    for (len, row_len) in [
+        (1usize, 1usize),
+        (10, 13),
+        (13, 13),
+        (16, 768),
+        (37, 40),
+        (40, 45),
+        (516, 768),
+        (580, 768),
+        (1537, 1540),
+    ] {
+        // ±3.75 after scaling, and ±190 (exponentials past ggml's scaled and zero cut-offs)
+        for amp in [30.0, 1520.0] {
+            let x = values(len, 17 + len as u64, amp);
+            let mut want = x.clone();
+            let want_sum = vec::softmax_row_isa(Isa::Scalar, &mut want, 0.125, row_len);
+            let mut want_h = vec![0u16; len];
+            vec::to_f16_isa(Isa::Scalar, &want, &mut want_h);
+            for isa in available_isas() {
+                let mut a = x.clone();
+                let sum = vec::softmax_row_isa(isa, &mut a, 0.125, row_len);
+                assert_eq!(sum.to_bits(), want_sum.to_bits(), "{isa} {len}/{row_len}");
+                assert_eq!(a, want, "{isa} {len}/{row_len}: probabilities");
+                let mut b = x.clone();
+                let mut h = vec![0u16; len + 3];
+                let sum = vec::softmax_row_f16_isa(isa, &mut b, 0.125, row_len, &mut h);
+                assert_eq!(sum.to_bits(), want_sum.to_bits(), "{isa} {len}/{row_len}");
+                assert_eq!(
+                    &h[..len],
+                    &want_h[..],
+                    "{isa} {len}/{row_len}: f16 probabilities"
+                );
+                assert_eq!(&h[len..], &[0; 3], "{isa}: wrote past the row");
+            }
+        }
+    }
+}
+
+#[test]
 fn batched_dots_match_one_call_per_row() {
     for isa in available_isas() {
         for (len, n, rows, stride) in [
@@ -224,6 +266,8 @@ fn grouped_dots_match_one_call_per_vector() {
             (3, 32, 32, 19, 40),
             (3, 64, 100, 13, 70),
             (3, 700, 768, 64, 1024),
+            (3, 160, 256, 21, 300),
+            (2, 516, 768, 19, 768),
             (2, 641, 641, 5, 700),
             (4, 96, 129, 9, 130),
             (5, 33, 40, 3, 33),
