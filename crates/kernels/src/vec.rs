@@ -813,6 +813,10 @@ mod avx2 {
     /// `Σ expf(x[i] - max)` over `n` values from `x[i0]` on, by groups of 8 as
     /// [`super::exp_sum`], added to `sum`; the exponentials are also written to `out` unless it
     /// is null (it may be `x`).
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be present; `x` must hold `n` values and `out`, unless null,
+    /// room for `n`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn exp_sum_raw(
