@@ -21,32 +21,54 @@
 
 use crate::Isa;
 
+/// The constants of ggml's `ggml_v_expf`, shared by the portable, AVX2 and AVX-512 versions so
+/// that all three compute with the same values: `n = round(x / ln 2)` by adding and removing
+/// `SHIFT`, `b = x - n ln 2` in two parts, then a degree-5 polynomial `C1..C5`.
+mod expc {
+    /// 0x1.8p23
+    pub const SHIFT: f32 = f32::from_bits(0x4b40_0000);
+    /// 0x1.715476p+0 (1 / ln 2)
+    pub const INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
+    /// 0x1.62e4p-1 (ln 2, high part)
+    pub const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+    /// 0x1.7f7d1cp-20 (ln 2, low part)
+    pub const LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
+    /// 0x1.0e4020p-7
+    pub const C5: f32 = f32::from_bits(0x3c07_2010);
+    /// 0x1.573e2ep-5
+    pub const C4: f32 = f32::from_bits(0x3d2b_9f17);
+    /// 0x1.555e66p-3
+    pub const C3: f32 = f32::from_bits(0x3e2a_af33);
+    /// 0x1.fffdb6p-2
+    pub const C2: f32 = f32::from_bits(0x3eff_fedb);
+    /// 0x1.ffffecp-1
+    pub const C1: f32 = f32::from_bits(0x3f7f_fff6);
+    /// The scaled path (`|n| > 126`): the exponent bias taken out for `n <= 0`.
+    pub const BIAS_NEG: u32 = 0x8200_0000;
+    /// The scaled path: the bits of its scale factor (before the bias).
+    pub const SCALE: u32 = 0x7f00_0000;
+}
+
 /// ggml's `ggml_v_expf` for one value.
 #[inline]
 pub fn expf(x: f32) -> f32 {
-    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
-    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // 0x1.715476p+0
+    let r = expc::SHIFT;
+    let z = x.mul_add(expc::INV_LN2, r);
     let n = z - r;
-    let b = (-n).mul_add(
-        f32::from_bits(0x35bf_be8e),                  // 0x1.7f7d1cp-20
-        (-n).mul_add(f32::from_bits(0x3f31_7200), x), // 0x1.62e4p-1
-    );
+    let b = (-n).mul_add(expc::LN2_LO, (-n).mul_add(expc::LN2_HI, x));
     let e = z.to_bits() << 23;
     let k = f32::from_bits(e.wrapping_add(1f32.to_bits()));
     let c = n.abs() > 126.0;
     let u = b * b;
-    let j = f32::from_bits(0x3c07_2010) // 0x1.0e4020p-7
-        .mul_add(b, f32::from_bits(0x3d2b_9f17)) // 0x1.573e2ep-5
-        .mul_add(
-            u,
-            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)), // 0x1.555e66p-3, 0x1.fffdb6p-2
-        )
-        .mul_add(u, f32::from_bits(0x3f7f_fff6) * b); // 0x1.ffffecp-1
+    let j = expc::C5
+        .mul_add(b, expc::C4)
+        .mul_add(u, expc::C3.mul_add(b, expc::C2))
+        .mul_add(u, expc::C1 * b);
     if !c {
         return j.mul_add(k, k);
     }
-    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
-    let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
+    let g: u32 = if n <= 0.0 { expc::BIAS_NEG } else { 0 };
+    let s1 = f32::from_bits(g.wrapping_add(expc::SCALE));
     let s2 = f32::from_bits(e.wrapping_sub(g));
     if n.abs() > 192.0 {
         s1 * s1
@@ -738,13 +760,13 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn expf(x: __m256) -> __m256 {
-        let r = _mm256_set1_ps(f32::from_bits(0x4b40_0000));
-        let z = _mm256_fmadd_ps(x, _mm256_set1_ps(f32::from_bits(0x3fb8_aa3b)), r);
+        let r = _mm256_set1_ps(super::expc::SHIFT);
+        let z = _mm256_fmadd_ps(x, _mm256_set1_ps(super::expc::INV_LN2), r);
         let n = _mm256_sub_ps(z, r);
         let b = _mm256_fnmadd_ps(
             n,
-            _mm256_set1_ps(f32::from_bits(0x35bf_be8e)),
-            _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x3f31_7200)), x),
+            _mm256_set1_ps(super::expc::LN2_LO),
+            _mm256_fnmadd_ps(n, _mm256_set1_ps(super::expc::LN2_HI), x),
         );
         let e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
         let k = _mm256_castsi256_ps(_mm256_add_epi32(
@@ -757,28 +779,31 @@ mod avx2 {
         let j = _mm256_fmadd_ps(
             _mm256_fmadd_ps(
                 _mm256_fmadd_ps(
-                    _mm256_set1_ps(f32::from_bits(0x3c07_2010)),
+                    _mm256_set1_ps(super::expc::C5),
                     b,
-                    _mm256_set1_ps(f32::from_bits(0x3d2b_9f17)),
+                    _mm256_set1_ps(super::expc::C4),
                 ),
                 u,
                 _mm256_fmadd_ps(
-                    _mm256_set1_ps(f32::from_bits(0x3e2a_af33)),
+                    _mm256_set1_ps(super::expc::C3),
                     b,
-                    _mm256_set1_ps(f32::from_bits(0x3eff_fedb)),
+                    _mm256_set1_ps(super::expc::C2),
                 ),
             ),
             u,
-            _mm256_mul_ps(_mm256_set1_ps(f32::from_bits(0x3f7f_fff6)), b),
+            _mm256_mul_ps(_mm256_set1_ps(super::expc::C1), b),
         );
         if _mm256_movemask_ps(c) == 0 {
             return _mm256_fmadd_ps(j, k, k);
         }
         let g = _mm256_and_si256(
             _mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
-            _mm256_set1_epi32(0x8200_0000u32 as i32),
+            _mm256_set1_epi32(super::expc::BIAS_NEG as i32),
         );
-        let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+        let s1 = _mm256_castsi256_ps(_mm256_add_epi32(
+            g,
+            _mm256_set1_epi32(super::expc::SCALE as i32),
+        ));
         let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
         let d = _mm256_cmp_ps(absn, _mm256_set1_ps(192.0), _CMP_GT_OQ);
         _mm256_or_ps(
@@ -1471,13 +1496,13 @@ mod avx512 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
     unsafe fn expf(x: __m512) -> __m512 {
-        let r = _mm512_set1_ps(f32::from_bits(0x4b40_0000));
-        let z = _mm512_fmadd_ps(x, _mm512_set1_ps(f32::from_bits(0x3fb8_aa3b)), r);
+        let r = _mm512_set1_ps(super::expc::SHIFT);
+        let z = _mm512_fmadd_ps(x, _mm512_set1_ps(super::expc::INV_LN2), r);
         let n = _mm512_sub_ps(z, r);
         let b = _mm512_fnmadd_ps(
             n,
-            _mm512_set1_ps(f32::from_bits(0x35bf_be8e)),
-            _mm512_fnmadd_ps(n, _mm512_set1_ps(f32::from_bits(0x3f31_7200)), x),
+            _mm512_set1_ps(super::expc::LN2_LO),
+            _mm512_fnmadd_ps(n, _mm512_set1_ps(super::expc::LN2_HI), x),
         );
         let e = _mm512_slli_epi32::<23>(_mm512_castps_si512(z));
         let k = _mm512_castsi512_ps(_mm512_add_epi32(
@@ -1490,19 +1515,19 @@ mod avx512 {
         let j = _mm512_fmadd_ps(
             _mm512_fmadd_ps(
                 _mm512_fmadd_ps(
-                    _mm512_set1_ps(f32::from_bits(0x3c07_2010)),
+                    _mm512_set1_ps(super::expc::C5),
                     b,
-                    _mm512_set1_ps(f32::from_bits(0x3d2b_9f17)),
+                    _mm512_set1_ps(super::expc::C4),
                 ),
                 u,
                 _mm512_fmadd_ps(
-                    _mm512_set1_ps(f32::from_bits(0x3e2a_af33)),
+                    _mm512_set1_ps(super::expc::C3),
                     b,
-                    _mm512_set1_ps(f32::from_bits(0x3eff_fedb)),
+                    _mm512_set1_ps(super::expc::C2),
                 ),
             ),
             u,
-            _mm512_mul_ps(_mm512_set1_ps(f32::from_bits(0x3f7f_fff6)), b),
+            _mm512_mul_ps(_mm512_set1_ps(super::expc::C1), b),
         );
         let plain = _mm512_fmadd_ps(j, k, k);
         if c == 0 {
@@ -1510,9 +1535,12 @@ mod avx512 {
         }
         let g = _mm512_maskz_mov_epi32(
             _mm512_cmp_ps_mask::<_CMP_LE_OQ>(n, _mm512_setzero_ps()),
-            _mm512_set1_epi32(0x8200_0000u32 as i32),
+            _mm512_set1_epi32(super::expc::BIAS_NEG as i32),
         );
-        let s1 = _mm512_castsi512_ps(_mm512_add_epi32(g, _mm512_set1_epi32(0x7f00_0000)));
+        let s1 = _mm512_castsi512_ps(_mm512_add_epi32(
+            g,
+            _mm512_set1_epi32(super::expc::SCALE as i32),
+        ));
         let s2 = _mm512_castsi512_ps(_mm512_sub_epi32(e, g));
         let d = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(absn, _mm512_set1_ps(192.0));
         let scaled = _mm512_mask_mov_ps(plain, c, _mm512_mul_ps(_mm512_fmadd_ps(s2, j, s2), s1));
